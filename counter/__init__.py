@@ -1,0 +1,1 @@
+"""The visit counter: configuration, page rules, Datastore, responses and logs."""

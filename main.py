@@ -1,0 +1,115 @@
+"""The visits function: HTTP in, one page count out, as JSON."""
+
+from __future__ import annotations
+
+import time
+
+import flask
+import functions_framework
+
+from counter import config, logs, pages, store
+from counter.responses import (
+    ALLOWED_METHODS,
+    PREFLIGHT_MAX_AGE,
+    RETRY_AFTER_SECONDS,
+    HttpError,
+    add_cors,
+    empty_response,
+    error_response,
+    json_response,
+)
+
+MAX_BODY_BYTES = 1024
+"""Largest request body accepted; bodies are ignored, so anything bigger is refused (413)."""
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@functions_framework.http
+def visits(request: flask.Request) -> flask.Response:
+    """Count a visit (POST), read the count (GET, HEAD) or answer a CORS preflight (OPTIONS)."""
+    started = time.perf_counter()
+    settings = config.settings()
+    origin = request.headers.get("Origin")
+    log_fields: dict[str, object] = {}
+    try:
+        response = _handle(request, settings, origin, log_fields)
+    except HttpError as refusal:
+        response = error_response(refusal)
+    except store.StoreUnavailable as exc:
+        log_fields["error"] = str(exc)
+        response = error_response(
+            HttpError(
+                503,
+                "the count is unavailable for a moment; try again",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        )
+    except Exception:
+        # Unexpected: answer in the usual shape and log the traceback for Error Reporting.
+        log_fields["stack_trace"] = logs.exception_text()
+        response = error_response(HttpError(500, "internal error"))
+    add_cors(response, origin, settings)
+    elapsed = time.perf_counter() - started
+    logs.write(logs.request_entry(request, response, elapsed, settings.project, **log_fields))
+    return response
+
+
+def _handle(
+    request: flask.Request, settings: config.Settings, origin: str | None, log: dict[str, object]
+) -> flask.Response:
+    if request.path != "/":
+        raise HttpError(404, "not found; the counter answers at /")
+    method = request.method
+    if method not in _READ_METHODS | {"POST", "OPTIONS"}:
+        raise HttpError(405, f"method {method} is not allowed", {"Allow": ALLOWED_METHODS})
+    if origin is not None and not settings.origin_allowed(origin):
+        # A browser sends a simple cross-site POST before CORS can stop it: refuse it here.
+        raise HttpError(403, "this origin may not use the counter; see ALLOWED_ORIGINS")
+    _check_body(request)
+    if method == "OPTIONS":
+        return _options(request)
+    page = _page(request, settings)
+    log["page"] = page
+    counter = store.for_settings(settings)
+    count = counter.increment(page) if method == "POST" else counter.read(page)
+    log["count"] = count
+    return json_response(200, {"count": count})
+
+
+def _options(request: flask.Request) -> flask.Response:
+    requested = request.headers.get("Access-Control-Request-Method")
+    if requested is None:
+        return empty_response({"Allow": ALLOWED_METHODS})
+    if requested not in _READ_METHODS | {"POST"}:
+        raise HttpError(405, f"method {requested} is not allowed", {"Allow": ALLOWED_METHODS})
+    return empty_response(
+        {
+            "Access-Control-Allow-Methods": ALLOWED_METHODS,
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        }
+    )
+
+
+def _check_body(request: flask.Request) -> None:
+    declared = request.content_length
+    too_big = HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise too_big
+    # A chunked body declares no length: read one byte past the limit to find out.
+    if declared is None and len(request.stream.read(MAX_BODY_BYTES + 1)) > MAX_BODY_BYTES:
+        raise too_big
+
+
+def _page(request: flask.Request, settings: config.Settings) -> str:
+    given = request.args.getlist("page")
+    if len(given) > 1:
+        raise HttpError(400, "give page at most once")
+    page = given[0] if given else settings.default_page
+    problem = pages.problem(page)
+    if problem:
+        raise HttpError(400, problem)
+    if not settings.page_allowed(page):
+        raise HttpError(404, "this page is not counted here; see ALLOWED_PAGES")
+    return page

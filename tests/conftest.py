@@ -1,0 +1,167 @@
+"""Shared fixtures: one emulator for the suite, settings per test, real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import flask.testing
+import functions_framework
+import pytest
+import requests
+
+from counter import config
+from scripts.emulator import Emulator, EmulatorError, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "visit-counter-test"
+SITE = "https://site.example"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator | None]:
+    """The suite's emulator, started here unless DATASTORE_EMULATOR_HOST names one already."""
+    if os.environ.get("DATASTORE_EMULATOR_HOST"):
+        yield None
+        return
+    yield from _run_emulator("emulator")
+
+
+@pytest.fixture(scope="session")
+def emulator_host(emulator: Emulator | None) -> str:
+    """DATASTORE_EMULATOR_HOST for the suite."""
+    return emulator.host if emulator else os.environ["DATASTORE_EMULATOR_HOST"]
+
+
+@pytest.fixture(scope="session")
+def own_emulator(emulator: Emulator | None) -> Iterator[Emulator]:
+    """An emulator this suite may freeze: the suite's own, or a private one."""
+    if emulator is not None:
+        yield emulator
+        return
+    yield from _run_emulator("emulator-private")
+
+
+def _run_emulator(name: str) -> Iterator[Emulator]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    emu = Emulator()
+    try:
+        emu.start(ARTIFACTS / f"{name}.log")
+    except EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, emulator_host: str) -> Callable[..., None]:
+    """Set the function's environment for this test; settings are read afresh after each call."""
+    monkeypatch.setenv("DATASTORE_EMULATOR_HOST", emulator_host)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    monkeypatch.setenv("ALLOWED_ORIGINS", SITE)
+    for name in ("ALLOWED_PAGES", "DEFAULT_PAGE", "DATASTORE_NAMESPACE", "DATASTORE_DATABASE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        config.settings.cache_clear()
+
+    apply()
+    yield apply
+    config.settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def app() -> flask.Flask:
+    """The function as functions-framework serves it, loaded from main.py."""
+    return functions_framework.create_app(target="visits", source=str(ROOT / "main.py"))
+
+
+@pytest.fixture
+def client(app: flask.Flask, env: Callable[..., None]) -> flask.testing.FlaskClient:
+    """A test client for the function, on the emulator, with this test's environment."""
+    return app.test_client()
+
+
+@pytest.fixture
+def page() -> str:
+    """A page no other test has counted."""
+    return f"/test/{uuid.uuid4().hex}"
+
+
+class LiveServer:
+    """functions-framework serving main.py in its own process, as `make run` and Cloud Run do."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self._log = log_path.open("wb")
+        command = [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target=visits",
+            f"--source={ROOT / 'main.py'}",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+        ]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=self._log
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the function exited early; see {log_path}")
+            try:
+                requests.options(self.url, timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the function did not start within 30 s; see {log_path}")
+
+    def stop(self) -> None:
+        """Stop the server and wait for it."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def start_server(emulator_host: str) -> Iterator[Callable[..., LiveServer]]:
+    """Start real function servers with extra environment; all are stopped after the suite."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    servers: list[LiveServer] = []
+
+    def start(name: str, **env: str) -> LiveServer:
+        base = {
+            "DATASTORE_EMULATOR_HOST": emulator_host,
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "ALLOWED_ORIGINS": SITE,
+        }
+        server = LiveServer({**base, **env}, ARTIFACTS / f"server-{name}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(start_server: Callable[..., LiveServer]) -> str:
+    """Base URL of a real functions-framework server on the suite's emulator."""
+    return start_server("live").url
