@@ -10,19 +10,19 @@ import traceback
 import flask
 from werkzeug.datastructures import Headers
 
-_CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=([01]))?$")
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_CLOUD_TRACE = re.compile(r"([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=([01]))?")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def trace_fields(headers: Headers, project: str | None) -> dict[str, object]:
     """Cloud Logging's trace fields from X-Cloud-Trace-Context or traceparent, if well formed."""
     if not project:
         return {}
-    cloud = _CLOUD_TRACE.match(headers.get("X-Cloud-Trace-Context", ""))
+    cloud = _CLOUD_TRACE.fullmatch(headers.get("X-Cloud-Trace-Context", ""))
     if cloud:
         trace, span, sampled = cloud.group(1).lower(), cloud.group(2), cloud.group(3) == "1"
     else:
-        w3c = _TRACEPARENT.match(headers.get("traceparent", ""))
+        w3c = _TRACEPARENT.fullmatch(headers.get("traceparent", ""))
         if not w3c:
             return {}
         trace, span, sampled = w3c.group(1), w3c.group(2), int(w3c.group(3), 16) & 1 == 1

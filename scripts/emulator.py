@@ -32,11 +32,10 @@ def free_port() -> int:
 
 
 class Emulator:
-    """One emulator process group, on loopback, optionally keeping its data in a folder."""
+    """One emulator process group on loopback; its data lives in memory and ends with it."""
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.data_dir = data_dir
         self.log_path: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -58,17 +57,12 @@ class Emulator:
             "--database-mode=datastore-mode",
             f"--host-port={self.host}",
         ]
-        if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            command.append(f"--export-on-exit={self.data_dir}")
-            if any(self.data_dir.iterdir()):  # an export from an earlier run
-                command.append(f"--import-data={self.data_dir}")
         self.log_path = log_path
-        log = log_path.open("wb")
         # A session of its own, so stop() and freeze() reach the emulator's Java child too.
-        self._process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -88,7 +82,7 @@ class Emulator:
             return False
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop the emulator (letting it export its data if asked) and wait for it."""
+        """Stop the emulator and wait for it."""
         if self._process is None or self._process.poll() is not None:
             return
         self.thaw()
@@ -98,6 +92,7 @@ class Emulator:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL)
             self._process.wait()
+        self._signal(signal.SIGKILL)  # the Java child, should it outlive gcloud
 
     def freeze(self) -> None:
         """Stop the emulator's processes in place: connections open, nothing answered."""
