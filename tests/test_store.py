@@ -1,0 +1,115 @@
+"""The Datastore module against the emulator: entity shape, other properties, imports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from google.cloud import datastore_v1 as ds
+
+from counter import config, store
+from scripts import import_count
+
+
+@pytest.fixture
+def counter(env: Callable[..., None]) -> store.CounterStore:
+    """A store on the emulator with the test environment."""
+    return store.for_settings(config.settings())
+
+
+def put(counter: store.CounterStore, key: ds.Key, **properties: ds.Value) -> None:
+    """Write an entity as another program would, replacing what was there."""
+    counter.client.commit(
+        request=ds.CommitRequest(
+            project_id=counter.project,
+            mode=ds.CommitRequest.Mode.NON_TRANSACTIONAL,
+            mutations=[ds.Mutation(upsert=ds.Entity(key=key, properties=properties))],
+        )
+    )
+
+
+def get(counter: store.CounterStore, key: ds.Key) -> ds.Entity | None:
+    """Read an entity directly, bypassing the store's own read."""
+    found = counter.client.lookup(
+        request=ds.LookupRequest(project_id=counter.project, keys=[key])
+    ).found
+    return found[0].entity if found else None
+
+
+def test_a_page_is_one_entity_keyed_by_its_path(counter: store.CounterStore, page: str) -> None:
+    counter.increment(page)
+    entity = get(counter, counter.key(page))
+    assert entity is not None
+    assert entity.key.path[0].kind == store.KIND
+    assert entity.key.path[0].name == page
+    assert entity.properties[store.COUNT].integer_value == 1
+
+
+def test_other_properties_survive_an_increment(counter: store.CounterStore, page: str) -> None:
+    key = counter.key(page)
+    put(
+        counter,
+        key,
+        count=ds.Value(integer_value=41),
+        title=ds.Value(string_value="Home"),
+        owner=ds.Value(string_value="me"),
+    )
+    assert counter.increment(page) == 42
+    entity = get(counter, key)
+    assert entity is not None
+    assert entity.properties["title"].string_value == "Home"
+    assert entity.properties["owner"].string_value == "me"
+    assert entity.properties[store.COUNT].integer_value == 42
+
+
+def test_namespaces_keep_counts_apart(env: Callable[..., None], page: str) -> None:
+    env(DATASTORE_NAMESPACE="site-a")
+    a = store.for_settings(config.settings())
+    env(DATASTORE_NAMESPACE="site-b")
+    b = store.for_settings(config.settings())
+    assert a.increment(page) == 1
+    assert a.increment(page) == 2
+    assert b.increment(page) == 1
+    assert (a.read(page), b.read(page)) == (2, 1)
+
+
+def test_classic_count_is_imported_once_and_keeps_counting(
+    counter: store.CounterStore, page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classic = counter.key_for("analytics", f"visits{page}")
+    put(counter, classic, count=ds.Value(integer_value=1234))
+    counter.increment(page)  # a hit that arrived before the import is kept
+
+    argv = ["--kind", "analytics", "--name", f"visits{page}", "--page", page]
+    assert import_count.main(argv) == 0
+    assert "imported 1234" in capsys.readouterr().out
+    assert counter.read(page) == 1235
+    assert counter.increment(page) == 1236
+
+    assert import_count.main(argv) == 0
+    assert "already imported" in capsys.readouterr().out
+    assert counter.read(page) == 1236
+
+
+def test_classic_count_under_a_numeric_id_is_imported(
+    counter: store.CounterStore, page: str
+) -> None:
+    classic = counter.key_for("analytics", 987654321)
+    put(counter, classic, count=ds.Value(integer_value=77))
+    result = counter.import_count(classic, "count", page)
+    assert (result.imported, result.count, result.already_done) == (77, 77, False)
+
+
+@pytest.mark.parametrize(
+    ("properties", "message"),
+    [(None, "no entity"), ({"hits": ds.Value(integer_value=5)}, "no integer property")],
+)
+def test_import_from_a_missing_source_changes_nothing(
+    counter: store.CounterStore, page: str, properties: dict | None, message: str
+) -> None:
+    source = counter.key_for("analytics", f"missing{page}")
+    if properties is not None:
+        put(counter, source, **properties)
+    with pytest.raises((LookupError, ValueError), match=message):
+        counter.import_count(source, "count", page)
+    assert get(counter, counter.key(page)) is None
