@@ -7,7 +7,7 @@ import time
 import flask
 import functions_framework
 
-from counter import config, logs, pages, store
+from counter import badge, config, logs, pages, store
 from counter.responses import (
     ALLOWED_METHODS,
     PREFLIGHT_MAX_AGE,
@@ -22,7 +22,14 @@ from counter.responses import (
 MAX_BODY_BYTES = 1024
 """Largest request body accepted; bodies are ignored, so anything bigger is refused (413)."""
 
-_READ_METHODS = frozenset({"GET", "HEAD"})
+BADGE_PATH = "/badge.svg"
+_METHODS = {"/": tuple(ALLOWED_METHODS.split(", ")), BADGE_PATH: ("GET", "HEAD")}
+# Image proxies (GitHub's camo among them) keep an image unless told not to.
+_BADGE_HEADERS = {
+    "Cache-Control": "max-age=0, no-cache, no-store, must-revalidate",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 @functions_framework.http
@@ -58,17 +65,20 @@ def visits(request: flask.Request) -> flask.Response:
 def _handle(
     request: flask.Request, settings: config.Settings, origin: str | None, log: dict[str, object]
 ) -> flask.Response:
-    if request.path != "/":
-        raise HttpError(404, "not found; the counter answers at /")
+    allowed = _METHODS.get(request.path)
+    if allowed is None:
+        raise HttpError(404, f"not found; the counter answers at / and {BADGE_PATH}")
     method = request.method
-    if method not in _READ_METHODS | {"POST", "OPTIONS"}:
-        raise HttpError(405, f"method {method} is not allowed", {"Allow": ALLOWED_METHODS})
+    if method not in allowed:
+        raise HttpError(405, f"method {method} is not allowed", {"Allow": ", ".join(allowed)})
     if origin is not None and not settings.origin_allowed(origin):
         # A browser sends a simple cross-site POST before CORS can stop it: refuse it here.
         raise HttpError(403, "this origin may not use the counter; see ALLOWED_ORIGINS")
     _check_body(request)
     if method == "OPTIONS":
         return _options(request)
+    if request.path == BADGE_PATH:
+        return _badge(request, settings, log)
     page = _page(request, settings)
     log["page"] = page
     counter = store.for_settings(settings)
@@ -77,11 +87,33 @@ def _handle(
     return json_response(200, {"count": count})
 
 
+def _badge(
+    request: flask.Request, settings: config.Settings, log: dict[str, object]
+) -> flask.Response:
+    try:
+        text = badge.label(request.args.get("label"))
+        fill = badge.color(request.args.get("color"))
+    except badge.BadgeError as exc:
+        raise HttpError(400, str(exc)) from None
+    # An image can only GET, so counting from one takes an explicit opt-in on both sides.
+    counting = request.args.get("count") in ("1", "true")
+    if counting and not settings.badge_counts:
+        raise HttpError(403, "counting from a badge is off; see BADGE_COUNTS")
+    page = _page(request, settings)
+    log["page"] = page
+    counter = store.for_settings(settings)
+    count = counter.increment(page) if counting else counter.read(page)
+    log["count"] = count
+    return flask.Response(
+        badge.render(text, count, fill), 200, _BADGE_HEADERS, mimetype="image/svg+xml"
+    )
+
+
 def _options(request: flask.Request) -> flask.Response:
     requested = request.headers.get("Access-Control-Request-Method")
     if requested is None:
         return empty_response({"Allow": ALLOWED_METHODS})
-    if requested not in _READ_METHODS | {"POST"}:
+    if requested not in ("GET", "HEAD", "POST"):
         raise HttpError(405, f"method {requested} is not allowed", {"Allow": ALLOWED_METHODS})
     return empty_response(
         {

@@ -28,6 +28,7 @@ class Settings:
     allowed_pages: tuple[str, ...] = ()
     default_page: str = "/"
     deadline_seconds: float = 5.0
+    badge_counts: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -47,6 +48,7 @@ class Settings:
             allowed_pages=tuple(_page_pattern(p) for p in _split(env.get("ALLOWED_PAGES", ""))),
             default_page=default_page,
             deadline_seconds=_seconds(env, "DATASTORE_DEADLINE_SECONDS", 5.0, maximum=60.0),
+            badge_counts=_flag(env, "BADGE_COUNTS"),
         )
 
     def origin_allowed(self, origin: str) -> bool:
@@ -100,3 +102,12 @@ def _seconds(env: Mapping[str, str], name: str, default: float, maximum: float) 
     if not 0 < value <= maximum:
         raise ConfigError(f"{name}: {raw!r} must be more than 0 and at most {maximum:g}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: {raw!r} is not true or false")
