@@ -7,7 +7,7 @@ import time
 import flask
 import functions_framework
 
-from counter import badge, config, logs, pages, store
+from counter import badge, config, logs, pages, store, visitors
 from counter.responses import (
     ALLOWED_METHODS,
     PREFLIGHT_MAX_AGE,
@@ -82,9 +82,28 @@ def _handle(
     page = _page(request, settings)
     log["page"] = page
     counter = store.for_settings(settings)
-    count = counter.increment(page) if method == "POST" else counter.read(page)
-    log["count"] = count
-    return json_response(200, {"count": count})
+    if method != "POST":
+        count = counter.read(page)
+        log["count"] = count
+        return json_response(200, {"count": count})
+    visit = _visit(request, settings, counter, page)
+    log.update(count=visit.count, counted=visit.counted)
+    return json_response(200, {"count": visit.count, "counted": visit.counted})
+
+
+def _visit(
+    request: flask.Request, settings: config.Settings, counter: store.CounterStore, page: str
+) -> store.Visit:
+    agent = request.headers.get("User-Agent", "")
+    if not settings.count_bots and visitors.is_bot(agent):
+        return store.Visit(counter.read(page), counted=False)
+    if not settings.unique_window_seconds:
+        return store.Visit(counter.increment(page), counted=True)
+    address = visitors.client_address(
+        request.headers.get("X-Forwarded-For"), request.remote_addr, settings.forwarded_hops
+    )
+    visitor = visitors.visitor_id(counter.daily_salt(), address, agent, page)
+    return counter.count_first_visit(page, visitor, settings.unique_window_seconds)
 
 
 def _badge(

@@ -29,6 +29,9 @@ class Settings:
     default_page: str = "/"
     deadline_seconds: float = 5.0
     badge_counts: bool = False
+    unique_window_seconds: int = 0
+    count_bots: bool = False
+    forwarded_hops: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -49,6 +52,9 @@ class Settings:
             default_page=default_page,
             deadline_seconds=_seconds(env, "DATASTORE_DEADLINE_SECONDS", 5.0, maximum=60.0),
             badge_counts=_flag(env, "BADGE_COUNTS"),
+            unique_window_seconds=_integer(env, "UNIQUE_WINDOW_SECONDS", 0, 0, 7 * 86_400),
+            count_bots=_flag(env, "COUNT_BOTS"),
+            forwarded_hops=_integer(env, "FORWARDED_HOPS", 1, 1, 10),
         )
 
     def origin_allowed(self, origin: str) -> bool:
@@ -111,3 +117,16 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name}: {raw!r} is not true or false")
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {raw!r} must be between {low} and {high}")
+    return value

@@ -7,8 +7,10 @@ concurrent hits are never lost and each caller learns its own number, without a 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,15 @@ KIND = "PageCount"
 
 COUNT = "count"
 """Integer property holding the page's count."""
+
+MARKER_KIND = "VisitMarker"
+"""Kind of the short-lived markers of recent visitors; the key name is a keyed hash."""
+
+SALT_KIND = "VisitorSalt"
+"""Kind of the daily random salts of the visitor hash; the key name is the UTC date."""
+
+EXPIRE_AT = "expire_at"
+"""Timestamp after which a marker or salt is void; a TTL policy on it deletes the entity."""
 
 IMPORTED_FROM = "imported_from"
 """Property recording which entity a page's count was imported from, so an import runs once."""
@@ -63,6 +74,14 @@ class StoreUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class Visit:
+    """A page's count after a visit, and whether this visit was the one counted."""
+
+    count: int
+    counted: bool
+
+
+@dataclass(frozen=True)
 class ImportResult:
     """Outcome of importing a count from another entity."""
 
@@ -74,43 +93,108 @@ class ImportResult:
 class CounterStore:
     """Counts per page, with one lazily created Datastore client shared by all threads."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        interceptors: tuple[grpc.UnaryUnaryClientInterceptor, ...] = (),
+    ) -> None:
         self._settings = settings
+        self._clock = clock
+        self._interceptors = interceptors
         self._lock = threading.Lock()
         self._client: ds.DatastoreClient | None = None
         self._project: str | None = None
+        self._salt: tuple[str, bytes] | None = None
 
     def increment(self, page: str) -> int:
         """Add one visit to a page and return its new count, in one Commit."""
-        mutation = ds.Mutation(
-            upsert=ds.Entity(key=self.key(page)),
-            # An empty mask updates no listed property, so the upsert keeps every other property
-            # of an existing entity; without it the upsert would replace the whole entity.
-            property_mask=ds.PropertyMask(paths=[]),
-            property_transforms=[
-                ds.PropertyTransform(property=COUNT, increment=ds.Value(integer_value=1))
-            ],
-        )
-        request = ds.CommitRequest(
-            project_id=self.project,
-            database_id=self._settings.database,
-            mode=ds.CommitRequest.Mode.NON_TRANSACTIONAL,
-            mutations=[mutation],
-        )
+        request = self._commit_request([self._increment(page)], transactional=False)
         # Only ABORTED is retried: it guarantees nothing was written. A timeout or a lost
         # connection leaves the outcome unknown, and retrying it could count the visit twice.
         response = self._call(self.client.commit, request, retry_unknown=False)
         return response.mutation_results[0].transform_results[0].integer_value
 
+    def count_first_visit(self, page: str, visitor: str, window_seconds: int) -> Visit:
+        """Count a visitor once per page per window; a repeat visit only reads the count.
+
+        A new visitor costs one Commit: the marker insert and the increment in one single-use
+        transaction. A repeat's insert fails with ALREADY_EXISTS and writes nothing; a Lookup
+        then gives the count. No read-write transaction is used, so concurrent visits never
+        wait on each other's locks.
+        """
+        deadline = self._deadline()
+        marker_key = self.key_for(MARKER_KIND, visitor)
+        page_key = self.key(page)
+        while True:
+            now = self._clock()
+            marker = ds.Entity(
+                key=marker_key, properties={EXPIRE_AT: _timestamp(now + window_seconds)}
+            )
+            counted = self._count_with([ds.Mutation(insert=marker)], page, deadline)
+            if counted is not None:
+                return Visit(counted, True)
+            found = self._lookup([marker_key, page_key], deadline)
+            current = found.get(_path(marker_key))
+            if current is None:
+                continue  # TTL deleted the marker just now: insert it afresh
+            expiry = current.properties[EXPIRE_AT].timestamp_value
+            if expiry.timestamp() > now:
+                return Visit(_count_of(found.get(_path(page_key))), False)
+            # Expired, but TTL has not deleted it yet. Renew it together with a token named
+            # after the expired generation: of several concurrent returning visits, exactly
+            # one can insert that token, so exactly one counts.
+            token = ds.Entity(
+                key=self.key_for(MARKER_KIND, f"{visitor}@{expiry.isoformat()}"),
+                properties={EXPIRE_AT: _timestamp(now + window_seconds)},
+            )
+            renew = [ds.Mutation(insert=token), ds.Mutation(upsert=marker)]
+            counted = self._count_with(renew, page, deadline)
+            if counted is not None:
+                return Visit(counted, True)
+            return Visit(self._lookup_count(page, deadline), False)
+
+    def _count_with(self, mutations: list[ds.Mutation], page: str, deadline: float) -> int | None:
+        """Apply mutations and one increment atomically; None if an insert found its key taken."""
+        request = self._commit_request([*mutations, self._increment(page)], transactional=True)
+        try:
+            response = self._call(self.client.commit, request, False, deadline)
+        except exceptions.AlreadyExists:
+            return None
+        return response.mutation_results[-1].transform_results[0].integer_value
+
+    def daily_salt(self) -> bytes:
+        """Today's random salt (UTC), the same on every instance; made by the first to need it."""
+        now = self._clock()
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        cached = self._salt
+        if cached is not None and cached[0] == day:
+            return cached[1]
+        key = self.key_for(SALT_KIND, day)
+        fresh = secrets.token_bytes(32)
+        # Kept a day past its own, then TTL deletes it: old visitor hashes become unlinkable.
+        expires = _timestamp(_next_midnight(now) + 86_400)
+        entity = ds.Entity(
+            key=key,
+            properties={
+                "salt": ds.Value(blob_value=fresh, exclude_from_indexes=True),
+                EXPIRE_AT: expires,
+            },
+        )
+        request = self._commit_request([ds.Mutation(insert=entity)], transactional=False)
+        try:
+            # Safe to retry: a repeated insert cannot overwrite, it fails with ALREADY_EXISTS.
+            self._call(self.client.commit, request, retry_unknown=True)
+            salt = fresh
+        except exceptions.AlreadyExists:
+            stored = self._lookup([key], self._deadline())[_path(key)]
+            salt = stored.properties["salt"].blob_value
+        self._salt = (day, salt)
+        return salt
+
     def read(self, page: str) -> int:
         """Return a page's count without changing it (0 for a page never counted)."""
-        request = ds.LookupRequest(
-            project_id=self.project,
-            database_id=self._settings.database,
-            keys=[self.key(page)],
-        )
-        response = self._call(self.client.lookup, request, retry_unknown=True)
-        return _count_of(response.found[0].entity) if response.found else 0
+        return self._lookup_count(page, self._deadline())
 
     def import_count(self, source: ds.Key, source_property: str, page: str) -> ImportResult:
         """Add another entity's integer property to a page's count, once, in a transaction."""
@@ -162,66 +246,116 @@ class CounterStore:
             self._project = project
         return self._project
 
+    def _increment(self, page: str, by: int = 1) -> ds.Mutation:
+        return ds.Mutation(
+            upsert=ds.Entity(key=self.key(page)),
+            # An empty mask updates no listed property, so the upsert keeps every other property
+            # of an existing entity; without it the upsert would replace the whole entity.
+            property_mask=ds.PropertyMask(paths=[]),
+            property_transforms=[
+                ds.PropertyTransform(property=COUNT, increment=ds.Value(integer_value=by))
+            ],
+        )
+
+    def _commit_request(
+        self, mutations: list[ds.Mutation], *, transactional: bool, transaction: bytes = b""
+    ) -> ds.CommitRequest:
+        request = ds.CommitRequest(
+            project_id=self.project,
+            database_id=self._settings.database,
+            mode=ds.CommitRequest.Mode.TRANSACTIONAL
+            if transactional
+            else ds.CommitRequest.Mode.NON_TRANSACTIONAL,
+            mutations=mutations,
+        )
+        if transaction:
+            request.transaction = transaction
+        elif transactional:
+            # Begun and committed by this one request: atomic, and no BeginTransaction RPC.
+            request.single_use_transaction = ds.TransactionOptions(
+                read_write=ds.TransactionOptions.ReadWrite()
+            )
+        return request
+
+    def _lookup_count(self, page: str, deadline: float) -> int:
+        key = self.key(page)
+        return _count_of(self._lookup([key], deadline).get(_path(key)))
+
+    def _lookup(
+        self, keys: list[ds.Key], deadline: float, transaction: bytes = b""
+    ) -> dict[tuple, ds.Entity]:
+        request = ds.LookupRequest(
+            project_id=self.project, database_id=self._settings.database, keys=keys
+        )
+        if transaction:
+            request.read_options = ds.ReadOptions(transaction=transaction)
+        response = self._call(self.client.lookup, request, True, deadline)
+        return {_path(result.entity.key): result.entity for result in response.found}
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self._settings.deadline_seconds
+
     def _transport(self) -> DatastoreGrpcTransport:
         # The GAPIC layer (needed for transforms) does not read DATASTORE_EMULATOR_HOST the way
         # the high-level client does, so the emulator's plain-text channel is chosen here.
         if self._settings.emulator_host:
             channel = grpc.insecure_channel(self._settings.emulator_host, options=_CHANNEL_OPTIONS)
-            return DatastoreGrpcTransport(channel=channel)
-        return DatastoreGrpcTransport(channel=_secure_channel)
+            return DatastoreGrpcTransport(channel=self._intercepted(channel))
+        return DatastoreGrpcTransport(
+            channel=lambda *args, **kwargs: self._intercepted(_secure_channel(*args, **kwargs))
+        )
+
+    def _intercepted(self, channel: grpc.Channel) -> grpc.Channel:
+        return (
+            grpc.intercept_channel(channel, *self._interceptors) if self._interceptors else channel
+        )
 
     def _import_once(self, source: ds.Key, source_property: str, page: str) -> ImportResult:
-        client, project, database = self.client, self.project, self._settings.database
-        txn = client.begin_transaction(
-            request=ds.BeginTransactionRequest(project_id=project, database_id=database)
-        ).transaction
+        deadline = self._deadline()
+        begin = ds.BeginTransactionRequest(
+            project_id=self.project, database_id=self._settings.database
+        )
+        txn = self._call(self.client.begin_transaction, begin, True, deadline).transaction
         target = self.key(page)
-        found = client.lookup(
-            request=ds.LookupRequest(
-                project_id=project,
-                database_id=database,
-                keys=[source, target],
-                read_options=ds.ReadOptions(transaction=txn),
-            )
-        ).found
-        entities = {_path(result.entity.key): result.entity for result in found}
-        if _path(source) not in entities:
-            client.rollback(request=ds.RollbackRequest(project_id=project, transaction=txn))
-            raise LookupError(f"no entity {_describe(source)} to import from")
-        old = entities[_path(source)].properties.get(source_property)
-        if old is None or "integer_value" not in old:
-            client.rollback(request=ds.RollbackRequest(project_id=project, transaction=txn))
-            raise ValueError(f"{_describe(source)} has no integer property {source_property!r}")
+        found = self._lookup([source, target], deadline, txn)
+        old = found.get(_path(source))
+        current = found.get(_path(target))
         marker = _describe(source)
-        current = entities.get(_path(target))
-        done = current is not None and current.properties.get(IMPORTED_FROM) == _text(marker)
-        if done:
-            client.rollback(request=ds.RollbackRequest(project_id=project, transaction=txn))
-            return ImportResult(imported=0, count=_count_of(current), already_done=True)
-        mutation = ds.Mutation(
-            upsert=ds.Entity(key=target, properties={IMPORTED_FROM: _text(marker)}),
-            property_mask=ds.PropertyMask(paths=[IMPORTED_FROM]),
-            property_transforms=[
-                ds.PropertyTransform(
-                    property=COUNT, increment=ds.Value(integer_value=old.integer_value)
-                )
-            ],
-        )
-        response = client.commit(
-            request=ds.CommitRequest(
-                project_id=project,
-                database_id=database,
-                mode=ds.CommitRequest.Mode.TRANSACTIONAL,
-                transaction=txn,
-                mutations=[mutation],
+        problem = None
+        if old is None:
+            problem = LookupError(f"no entity {marker} to import from")
+        elif "integer_value" not in old.properties.get(source_property, ds.Value()):
+            problem = ValueError(f"{marker} has no integer property {source_property!r}")
+        if problem is not None or (
+            current is not None and current.properties.get(IMPORTED_FROM) == _text(marker)
+        ):
+            rollback = ds.RollbackRequest(
+                project_id=self.project, database_id=self._settings.database, transaction=txn
             )
-        )
+            self._call(self.client.rollback, rollback, True, deadline)
+            if problem is not None:
+                raise problem
+            return ImportResult(imported=0, count=_count_of(current), already_done=True)
+        amount = old.properties[source_property].integer_value
+        mutation = self._increment(page, by=amount)
+        mutation.upsert.properties[IMPORTED_FROM] = _text(marker)
+        mutation.property_mask = ds.PropertyMask(paths=[IMPORTED_FROM])
+        request = self._commit_request([mutation], transactional=True, transaction=txn)
+        # Not retried here on a lost answer: import_count() retries only ABORTED, which wrote
+        # nothing, so the old count is never added twice.
+        response = self.client.commit(request=request, timeout=deadline - time.monotonic())
         count = response.mutation_results[0].transform_results[0].integer_value
-        return ImportResult(imported=old.integer_value, count=count, already_done=False)
+        return ImportResult(imported=amount, count=count, already_done=False)
 
-    def _call(self, method: Callable[..., _T], request: object, *, retry_unknown: bool) -> _T:
-        """Run one RPC within the deadline, retrying only what cannot have been applied twice."""
-        deadline = time.monotonic() + self._settings.deadline_seconds
+    def _call(
+        self,
+        method: Callable[..., _T],
+        request: object,
+        retry_unknown: bool,
+        deadline: float | None = None,
+    ) -> _T:
+        """Run one RPC before the deadline, retrying only what cannot have been applied twice."""
+        deadline = deadline or self._deadline()
         delay = 0.05
         while True:
             remaining = deadline - time.monotonic()
@@ -250,9 +384,18 @@ def _secure_channel(*args: object, options: list | None = None, **kwargs: object
     )
 
 
-def _count_of(entity: ds.Entity) -> int:
-    value = entity.properties.get(COUNT)
+def _count_of(entity: ds.Entity | None) -> int:
+    value = entity.properties.get(COUNT) if entity is not None else None
     return value.integer_value if value is not None else 0
+
+
+def _timestamp(seconds: float) -> ds.Value:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return ds.Value(timestamp_value=moment, exclude_from_indexes=True)
+
+
+def _next_midnight(seconds: float) -> float:
+    return (seconds // 86_400 + 1) * 86_400
 
 
 def _text(value: str) -> ds.Value:

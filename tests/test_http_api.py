@@ -34,8 +34,8 @@ def assert_error(response, status: int) -> dict:
 def test_post_counts_each_visit_and_returns_the_new_count(client: FlaskClient, page: str) -> None:
     first = client.post("/", query_string={"page": page})
     second = client.post("/", query_string={"page": page})
-    assert (first.status_code, first.get_json()) == (200, {"count": 1})
-    assert (second.status_code, second.get_json()) == (200, {"count": 2})
+    assert (first.status_code, first.get_json()) == (200, {"count": 1, "counted": True})
+    assert (second.status_code, second.get_json()) == (200, {"count": 2, "counted": True})
     assert first.headers["Cache-Control"] == "no-store"
     assert first.mimetype == "application/json"
 
@@ -70,7 +70,7 @@ def test_without_page_the_default_page_is_counted(
     client: FlaskClient, env: Callable[..., None], page: str
 ) -> None:
     env(DEFAULT_PAGE=page)
-    assert client.post("/").get_json() == {"count": 1}
+    assert client.post("/").get_json() == {"count": 1, "counted": True}
     assert count_of(client, page) == 1
 
 
@@ -162,7 +162,10 @@ def test_bad_pages_are_refused_and_nothing_is_written(
 
 def test_longest_allowed_page_is_counted(client: FlaskClient, page: str) -> None:
     long_page = (page + "/" + "a" * 256)[:256]
-    assert client.post("/", query_string={"page": long_page}).get_json() == {"count": 1}
+    assert client.post("/", query_string={"page": long_page}).get_json() == {
+        "count": 1,
+        "counted": True,
+    }
 
 
 def test_page_given_twice_is_refused(client: FlaskClient, page: str) -> None:
@@ -179,7 +182,7 @@ def test_oversized_body_is_refused_and_not_counted(client: FlaskClient, page: st
 
 def test_small_body_is_ignored(client: FlaskClient, page: str) -> None:
     response = client.post("/", query_string={"page": page}, json={"page": "/elsewhere"})
-    assert response.get_json() == {"count": 1}
+    assert response.get_json() == {"count": 1, "counted": True}
 
 
 def test_other_paths_are_not_found(client: FlaskClient, page: str) -> None:
@@ -197,7 +200,7 @@ def test_allow_list_limits_which_pages_are_counted(
     env(ALLOWED_PAGES=f"/about,{allowed}")
     response = client.post("/", query_string={"page": page})
     if counted:
-        assert response.get_json() == {"count": 1}
+        assert response.get_json() == {"count": 1, "counted": True}
     else:
         assert "ALLOWED_PAGES" in assert_error(response, 404)["error"]["message"]
     env(ALLOWED_PAGES="")

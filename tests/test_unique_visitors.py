@@ -1,0 +1,277 @@
+"""Counting people, not refreshes: unique visitors, bots, privacy, through the emulator and HTTP."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import flask
+import grpc
+import pytest
+import requests
+from flask.testing import FlaskClient
+from google.cloud import datastore_v1 as ds
+
+from conftest import LiveServer
+from counter import config, store
+
+WINDOW = 1800
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+BROWSERS = {
+    "chrome-windows": CHROME,
+    "firefox-mac": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) "
+    "Gecko/20100101 Firefox/133.0",
+    "safari-mac": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "safari-iphone": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) "
+    "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "chrome-android": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.6778.135 Mobile Safari/537.36",
+    "edge-windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.86",
+    "samsung-internet": "Mozilla/5.0 (Linux; Android 14; SM-S921B) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+}
+BOTS = {
+    "empty": "",
+    "googlebot": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "bingbot": "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "slack-preview": "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "facebook-preview": "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "twitter-preview": "Twitterbot/1.0",
+    "discord-preview": "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+    "curl": "curl/8.5.0",
+    "headless-chrome": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/131.0.0.0 Safari/537.36",
+}
+
+
+class FakeClock:
+    """A clock the test moves by hand, so windows pass without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0  # a fixed moment mid-day (UTC)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RpcCounter(grpc.UnaryUnaryClientInterceptor):
+    """Counts the Datastore RPCs a store makes, by method name."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        with self._lock:
+            self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
+        return continuation(client_call_details, request)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The clock the function's store reads."""
+    return FakeClock()
+
+
+@pytest.fixture
+def rpcs() -> RpcCounter:
+    """The RPCs the function's store makes in this test."""
+    return RpcCounter()
+
+
+@pytest.fixture
+def unique(
+    client: FlaskClient,
+    env: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+    rpcs: RpcCounter,
+) -> FlaskClient:
+    """The function with a half-hour window, a fake clock and counted RPCs."""
+    env(UNIQUE_WINDOW_SECONDS=str(WINDOW))
+    stores = functools.cache(
+        lambda settings: store.CounterStore(settings, clock=clock, interceptors=(rpcs,))
+    )
+    monkeypatch.setattr(store, "for_settings", stores)
+    return client
+
+
+def visit(
+    client: FlaskClient, page: str, agent: str = CHROME, address: str = "203.0.113.7"
+) -> dict:
+    """POST a visit as a browser behind Google's front end would."""
+    response = client.post(
+        "/",
+        query_string={"page": page},
+        headers={"User-Agent": agent, "X-Forwarded-For": address},
+    )
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_repeat_visits_within_the_window_do_not_count(
+    unique: FlaskClient, page: str, clock: FakeClock
+) -> None:
+    assert visit(unique, page) == {"count": 1, "counted": True}
+    clock.now += 60
+    assert visit(unique, page) == {"count": 1, "counted": False}
+    clock.now += WINDOW - 61
+    assert visit(unique, page) == {"count": 1, "counted": False}
+
+
+def test_a_visit_after_the_window_counts_even_if_ttl_kept_the_marker(
+    unique: FlaskClient, page: str, clock: FakeClock
+) -> None:
+    visit(unique, page)
+    clock.now += WINDOW + 1
+    counter = store.for_settings(config.settings())
+    markers = run_query(counter, store.MARKER_KIND)
+    assert markers, "the emulator has no TTL, so the expired marker is still stored"
+    assert visit(unique, page) == {"count": 2, "counted": True}
+    assert visit(unique, page) == {"count": 2, "counted": False}
+
+
+@pytest.mark.parametrize(
+    ("agent", "address"),
+    [(CHROME, "198.51.100.20"), (BROWSERS["firefox-mac"], "203.0.113.7")],
+    ids=["other-address", "other-browser"],
+)
+def test_a_different_visitor_counts(
+    unique: FlaskClient, page: str, agent: str, address: str
+) -> None:
+    visit(unique, page)
+    assert visit(unique, page, agent=agent, address=address) == {"count": 2, "counted": True}
+
+
+def test_the_same_visitor_counts_on_each_page(unique: FlaskClient, page: str) -> None:
+    visit(unique, page)
+    assert visit(unique, page + "/next") == {"count": 1, "counted": True}
+
+
+def test_forged_forwarded_entries_do_not_make_a_new_visitor(unique: FlaskClient, page: str) -> None:
+    assert visit(unique, page, address="10.0.0.1, 203.0.113.7")["counted"] is True
+    assert visit(unique, page, address="10.9.9.9, 203.0.113.7")["counted"] is False
+
+
+def test_concurrent_returning_visits_after_the_window_count_once(
+    app: flask.Flask, unique: FlaskClient, page: str, clock: FakeClock
+) -> None:
+    visit(unique, page)
+    clock.now += WINDOW + 1
+
+    def one(_: int) -> dict:
+        return visit(app.test_client(), page)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert sum(answer["counted"] for answer in answers) == 1
+    assert visit(unique, page) == {"count": 2, "counted": False}
+
+
+def test_new_visitor_costs_one_commit_and_a_repeat_one_more_lookup(
+    unique: FlaskClient, page: str, rpcs: RpcCounter
+) -> None:
+    visit(unique, page, address="192.0.2.1")  # the instance fetches today's salt once
+    rpcs.calls.clear()
+    visit(unique, page, address="192.0.2.2")
+    assert rpcs.calls == ["Commit"]
+    rpcs.calls.clear()
+    visit(unique, page, address="192.0.2.2")
+    assert rpcs.calls == ["Commit", "Lookup"]
+
+
+def test_every_instance_uses_the_same_salt_and_it_changes_daily(
+    env: Callable[..., None], clock: FakeClock
+) -> None:
+    env(DATASTORE_NAMESPACE=f"salt-{clock.now}")
+    settings = config.settings()
+    first = store.CounterStore(settings, clock=clock)
+    second = store.CounterStore(settings, clock=clock)
+    today = first.daily_salt()
+    assert second.daily_salt() == today
+    assert len(today) == 32
+    clock.now += 86_400
+    tomorrow = second.daily_salt()
+    assert tomorrow != today
+    assert first.daily_salt() == tomorrow
+
+
+@pytest.mark.parametrize("agent", BOTS.values(), ids=BOTS.keys())
+def test_bots_get_the_count_but_are_not_counted(client: FlaskClient, page: str, agent: str) -> None:
+    visit(client, page)
+    assert visit(client, page, agent=agent) == {"count": 1, "counted": False}
+    assert client.get("/", query_string={"page": page}).get_json() == {"count": 1}
+
+
+def test_bots_count_when_count_bots_is_set(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_BOTS="true")
+    assert visit(client, page, agent=BOTS["googlebot"]) == {"count": 1, "counted": True}
+
+
+@pytest.mark.parametrize("agent", BROWSERS.values(), ids=BROWSERS.keys())
+def test_real_browsers_count(client: FlaskClient, page: str, agent: str) -> None:
+    assert visit(client, page, agent=agent) == {"count": 1, "counted": True}
+
+
+def run_query(counter: store.CounterStore, kind: str = "") -> list[ds.Entity]:
+    """Every entity of a kind (or of every kind) in the store's namespace."""
+    query = ds.Query(kind=[ds.KindExpression(name=kind)] if kind else [])
+    request = ds.RunQueryRequest(
+        project_id=counter.project,
+        partition_id=ds.PartitionId(
+            project_id=counter.project, namespace_id=config.settings().namespace
+        ),
+        query=query,
+    )
+    return [
+        result.entity for result in counter.client.run_query(request=request).batch.entity_results
+    ]
+
+
+def test_nothing_stored_holds_the_address_or_user_agent(
+    unique: FlaskClient, env: Callable[..., None], page: str, clock: FakeClock
+) -> None:
+    env(DATASTORE_NAMESPACE=f"privacy-{clock.now}")
+    secrets = {"address": "203.0.113.77", "agent": BROWSERS["safari-iphone"]}
+    visit(unique, page, agent=secrets["agent"], address=secrets["address"])
+    clock.now += WINDOW + 1
+    visit(unique, page, agent=secrets["agent"], address=secrets["address"])
+    entities = run_query(store.for_settings(config.settings()))
+    kinds = {entity.key.path[0].kind for entity in entities}
+    assert kinds == {store.KIND, store.MARKER_KIND, store.SALT_KIND}
+    stored = repr([ds.Entity.to_json(entity) for entity in entities])
+    for value in (*secrets.values(), "203.0.113", "Safari", "iPhone"):
+        assert value not in stored
+
+
+@pytest.fixture(scope="module")
+def unique_server(start_server: Callable[..., LiveServer]) -> LiveServer:
+    """A real server counting unique visitors with a half-hour window."""
+    return start_server("unique", UNIQUE_WINDOW_SECONDS=str(WINDOW))
+
+
+@pytest.mark.parametrize(("visitors", "expected"), [(1, 1), (50, 50)])
+def test_fifty_concurrent_first_visits_count_once_per_visitor(
+    unique_server: LiveServer, page: str, visitors: int, expected: int
+) -> None:
+    def one(n: int) -> requests.Response:
+        address = f"198.51.100.{n % visitors + 1}"
+        headers = {"User-Agent": CHROME, "X-Forwarded-For": address}
+        return requests.post(unique_server.url, params={"page": page}, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        answers = list(pool.map(one, range(50)))
+    assert [answer.status_code for answer in answers] == [200] * 50
+    assert sum(answer.json()["counted"] for answer in answers) == expected
+    assert requests.get(unique_server.url, params={"page": page}, timeout=10).json() == {
+        "count": expected
+    }
