@@ -32,6 +32,7 @@ class Settings:
     unique_window_seconds: int = 0
     count_bots: bool = False
     forwarded_hops: int = 1
+    shards: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -55,6 +56,7 @@ class Settings:
             unique_window_seconds=_integer(env, "UNIQUE_WINDOW_SECONDS", 0, 0, 7 * 86_400),
             count_bots=_flag(env, "COUNT_BOTS"),
             forwarded_hops=_integer(env, "FORWARDED_HOPS", 1, 1, 10),
+            shards=_integer(env, "COUNTER_SHARDS", 1, 1, 100),
         )
 
     def origin_allowed(self, origin: str) -> bool:

@@ -113,7 +113,7 @@ class CounterStore:
         # Only ABORTED is retried: it guarantees nothing was written. A timeout or a lost
         # connection leaves the outcome unknown, and retrying it could count the visit twice.
         response = self._call(self.client.commit, request, retry_unknown=False)
-        return response.mutation_results[0].transform_results[0].integer_value
+        return self._total(page, response.mutation_results[0].transform_results[0].integer_value)
 
     def count_first_visit(self, page: str, visitor: str, window_seconds: int) -> Visit:
         """Count a visitor once per page per window; a repeat visit only reads the count.
@@ -125,7 +125,6 @@ class CounterStore:
         """
         deadline = self._deadline()
         marker_key = self.key_for(MARKER_KIND, visitor)
-        page_key = self.key(page)
         while True:
             now = self._clock()
             marker = ds.Entity(
@@ -133,14 +132,15 @@ class CounterStore:
             )
             counted = self._count_with([ds.Mutation(insert=marker)], page, deadline)
             if counted is not None:
-                return Visit(counted, True)
-            found = self._lookup([marker_key, page_key], deadline)
+                return Visit(self._total(page, counted, deadline), True)
+            shard_keys = self.shard_keys(page)
+            found = self._lookup([marker_key, *shard_keys], deadline)
             current = found.get(_path(marker_key))
             if current is None:
                 continue  # TTL deleted the marker just now: insert it afresh
             expiry = current.properties[EXPIRE_AT].timestamp_value
             if expiry.timestamp() > now:
-                return Visit(_count_of(found.get(_path(page_key))), False)
+                return Visit(sum(_count_of(found.get(_path(k))) for k in shard_keys), False)
             # Expired, but TTL has not deleted it yet. Renew it together with a token named
             # after the expired generation: of several concurrent returning visits, exactly
             # one can insert that token, so exactly one counts.
@@ -151,7 +151,7 @@ class CounterStore:
             renew = [ds.Mutation(insert=token), ds.Mutation(upsert=marker)]
             counted = self._count_with(renew, page, deadline)
             if counted is not None:
-                return Visit(counted, True)
+                return Visit(self._total(page, counted, deadline), True)
             return Visit(self._lookup_count(page, deadline), False)
 
     def _count_with(self, mutations: list[ds.Mutation], page: str, deadline: float) -> int | None:
@@ -246,9 +246,23 @@ class CounterStore:
             self._project = project
         return self._project
 
-    def _increment(self, page: str, by: int = 1) -> ds.Mutation:
+    def shard_keys(self, page: str) -> list[ds.Key]:
+        """The page's entity, then its extra shards (a path never holds '#', so none collide)."""
+        return [self.key(page)] + [
+            self.key(f"{page}#{shard}") for shard in range(1, self._settings.shards)
+        ]
+
+    def _total(self, page: str, value: int, deadline: float | None = None) -> int:
+        """The page's count after an increment: the value itself, or with shards a fresh sum."""
+        if self._settings.shards == 1:
+            return value
+        return self._lookup_count(page, deadline or self._deadline())
+
+    def _increment(self, page: str, by: int = 1, *, sharded: bool = True) -> ds.Mutation:
+        shard = random.randrange(self._settings.shards) if sharded else 0
+        key = self.key(page) if shard == 0 else self.key(f"{page}#{shard}")
         return ds.Mutation(
-            upsert=ds.Entity(key=self.key(page)),
+            upsert=ds.Entity(key=key),
             # An empty mask updates no listed property, so the upsert keeps every other property
             # of an existing entity; without it the upsert would replace the whole entity.
             property_mask=ds.PropertyMask(paths=[]),
@@ -278,8 +292,9 @@ class CounterStore:
         return request
 
     def _lookup_count(self, page: str, deadline: float) -> int:
-        key = self.key(page)
-        return _count_of(self._lookup([key], deadline).get(_path(key)))
+        keys = self.shard_keys(page)
+        found = self._lookup(keys, deadline)
+        return sum(_count_of(found.get(_path(key))) for key in keys)
 
     def _lookup(
         self, keys: list[ds.Key], deadline: float, transaction: bytes = b""
@@ -335,9 +350,9 @@ class CounterStore:
             self._call(self.client.rollback, rollback, True, deadline)
             if problem is not None:
                 raise problem
-            return ImportResult(imported=0, count=_count_of(current), already_done=True)
+            return ImportResult(imported=0, count=self.read(page), already_done=True)
         amount = old.properties[source_property].integer_value
-        mutation = self._increment(page, by=amount)
+        mutation = self._increment(page, by=amount, sharded=False)
         mutation.upsert.properties[IMPORTED_FROM] = _text(marker)
         mutation.property_mask = ds.PropertyMask(paths=[IMPORTED_FROM])
         request = self._commit_request([mutation], transactional=True, transaction=txn)

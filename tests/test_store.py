@@ -113,3 +113,25 @@ def test_import_from_a_missing_source_changes_nothing(
     with pytest.raises((LookupError, ValueError), match=message):
         counter.import_count(source, "count", page)
     assert get(counter, counter.key(page)) is None
+
+
+def test_sharded_page_spreads_writes_and_reads_the_exact_total(
+    env: Callable[..., None], page: str
+) -> None:
+    env(COUNTER_SHARDS="4")
+    counter = store.for_settings(config.settings())
+    totals = [counter.increment(page) for _ in range(40)]
+    assert totals == list(range(1, 41))  # one writer at a time: each total is exact
+    assert counter.read(page) == 40
+    shards = [get(counter, key) for key in counter.shard_keys(page)]
+    used = [entity for entity in shards if entity is not None]
+    assert len(used) > 1
+    assert sum(entity.properties[store.COUNT].integer_value for entity in used) == 40
+
+
+def test_sharded_unique_visits_answer_the_total(env: Callable[..., None], page: str) -> None:
+    env(COUNTER_SHARDS="3")
+    counter = store.for_settings(config.settings())
+    visits = [counter.count_first_visit(page, f"visitor-{n}{page}", 60) for n in range(10)]
+    assert [visit.count for visit in visits] == list(range(1, 11))
+    assert counter.count_first_visit(page, f"visitor-0{page}", 60) == store.Visit(10, False)
