@@ -1,24 +1,37 @@
-"""`make run`: the emulator and the function on http://localhost:8080, until Ctrl-C."""
+"""`make run`: the emulator, the function on http://localhost:8080 and the demo page on
+http://localhost:8000 (another origin, as a real site would be), until Ctrl-C."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from scripts.emulator import Emulator, EmulatorError
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("PORT", "8080"))
+WEB_PORT = int(os.environ.get("WEB_PORT", "8000"))
+DEMO_ENDPOINT = "http://localhost:8080/"
+"""The function URL written in web/index.html."""
 
 
 def main() -> int:
-    """Start both, print how to try them, and stop both cleanly on Ctrl-C or SIGTERM."""
+    """Start all three, print how to try them, and stop them cleanly on Ctrl-C or SIGTERM."""
     env = dict(os.environ)
     env.setdefault("GOOGLE_CLOUD_PROJECT", "local-project")
-    env.setdefault("ALLOWED_ORIGINS", "*")  # any local page may call it; never deploy with *
+    # Only the demo page may call it from a browser, as in production; curl sends no Origin.
+    env.setdefault("ALLOWED_ORIGINS", f"http://localhost:{WEB_PORT},http://127.0.0.1:{WEB_PORT}")
+    try:
+        web = _web_server()
+    except OSError as exc:
+        print(f"error: cannot serve web/ on port {WEB_PORT} ({exc}); set WEB_PORT", file=sys.stderr)
+        return 1
     emulator = None
     if "DATASTORE_EMULATOR_HOST" not in env:
         emulator = Emulator()
@@ -28,6 +41,7 @@ def main() -> int:
             env["DATASTORE_EMULATOR_HOST"] = emulator.start(log)
         except EmulatorError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            web.server_close()
             return 1
     host = env["DATASTORE_EMULATOR_HOST"]
     function = subprocess.Popen(
@@ -42,12 +56,16 @@ def main() -> int:
         cwd=ROOT,
         env=env,
     )
+    threading.Thread(target=web.serve_forever, daemon=True).start()
     url = f"http://localhost:{PORT}/"
+    demo_note = "" if url == DEMO_ENDPOINT else f" (it calls {DEMO_ENDPOINT}: edit web/index.html)"
     print(
         f"\nThe counter is on {url} (Datastore emulator at {host}; counts live in memory"
         " and end with it).\n"
-        f"  count a visit:  curl -X POST '{url}?page=/'\n"
+        f"  count a visit:  curl -X POST -A 'Mozilla/5.0' '{url}?page=/'\n"
         f"  read it:        curl '{url}?page=/'\n"
+        f"  demo page:      http://localhost:{WEB_PORT}/{demo_note}\n"
+        f"Browsers may call it from: {env['ALLOWED_ORIGINS']}\n"
         "Press Ctrl-C to stop.\n",
         flush=True,
     )
@@ -57,11 +75,19 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        web.shutdown()
+        web.server_close()
         function.terminate()
         function.wait(timeout=10)
         if emulator is not None:
             emulator.stop()
-        print("Stopped the function and the emulator.")
+        print("Stopped the demo page, the function and the emulator.")
+
+
+def _web_server() -> http.server.ThreadingHTTPServer:
+    """A static server for web/ on loopback, bound now so a busy port fails before the rest."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=ROOT / "web")
+    return http.server.ThreadingHTTPServer(("127.0.0.1", WEB_PORT), handler)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

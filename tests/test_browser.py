@@ -1,0 +1,514 @@
+"""The web snippet and the badge in a real browser (Debian's Chromium), against the function.
+
+The pages are served from their own origin, as a real site would be, and the function allows
+that origin only. The function uses a namespace of its own, so the demo page's "/" starts at 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+from google.cloud import datastore_v1 as ds
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    Request,
+    sync_playwright,
+)
+
+from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer
+from counter import config, store
+from scripts.emulator import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    _missing = (
+        f"Chromium not found at {CHROMIUM}; apt-get install chromium to run the browser tests"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(_missing, pytrace=False)
+    pytest.skip(_missing, allow_module_level=True)
+
+# Headless, and nothing but loopback: without the last four Chromium tries to reach Google.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WEB = ROOT / "web"
+DEMO_ENDPOINT = 'data-endpoint="http://localhost:8080/"'
+FALLBACK = "\u2013"  # an en dash, the snippet's usual placeholder
+# Headless Chromium says "HeadlessChrome" in its user agent, and python-requests says its name:
+# the function rightly takes both for bots and does not count them. A visitor's Chrome says this.
+VISITOR_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+)
+SETTLED = """() => [...document.querySelectorAll("[data-visit-counter]")].every(
+    (e) => ["ok", "error"].includes(e.dataset.visitCounterState))"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, _format: str, *args: object) -> None:
+        """Keep the test output free of access logs."""
+
+
+@dataclass
+class Site:
+    """A static web server on its own loopback origin."""
+
+    server: http.server.ThreadingHTTPServer
+
+    @property
+    def origin(self) -> str:
+        """scheme://host:port, as the browser sends it in Origin."""
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+
+@dataclass
+class Tab:
+    """A fresh browser page, with what it reported while the test ran."""
+
+    page: Page
+    warnings: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    function_calls: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pages the browser loads: the snippet from web/ and the pages each test writes."""
+    directory = tmp_path_factory.mktemp("site")
+    shutil.copy(WEB / "counter.js", directory)
+    return directory
+
+
+def _serve(directory: Path) -> Iterator[Site]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Site(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def site(site_dir: Path) -> Iterator[Site]:
+    """The origin the function allows."""
+    yield from _serve(site_dir)
+
+
+@pytest.fixture(scope="module")
+def foreign_site(site_dir: Path) -> Iterator[Site]:
+    """The same pages on another origin, one the function does not allow."""
+    yield from _serve(site_dir)
+
+
+@pytest.fixture(scope="module")
+def namespace() -> str:
+    """A Datastore namespace for this module's counts alone."""
+    return f"browser-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def function(start_server: Callable[..., LiveServer], site: Site, namespace: str) -> LiveServer:
+    """The function on the emulator, allowing the site's origin only."""
+    return start_server("browser", ALLOWED_ORIGINS=site.origin, DATASTORE_NAMESPACE=namespace)
+
+
+@pytest.fixture(scope="module")
+def seed(emulator_host: str, namespace: str) -> Callable[[str, int], None]:
+    """Set a page's count directly in Datastore, for counts too big to reach by posting."""
+    counter = store.CounterStore(
+        config.Settings(project=PROJECT, emulator_host=emulator_host, namespace=namespace)
+    )
+
+    def put(page: str, count: int) -> None:
+        entity = ds.Entity(
+            key=counter.key(page), properties={store.COUNT: ds.Value(integer_value=count)}
+        )
+        counter.client.commit(
+            request=ds.CommitRequest(
+                project_id=PROJECT,
+                mode=ds.CommitRequest.Mode.NON_TRANSACTIONAL,
+                mutations=[ds.Mutation(upsert=entity)],
+            )
+        )
+
+    return put
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def new_context(
+    browser: Browser, locale: str = "en-US", user_agent: str | None = VISITOR_AGENT
+) -> BrowserContext:
+    """A fresh browser profile: no cache, no cookies, its own clock."""
+    context = browser.new_context(locale=locale, user_agent=user_agent)
+    context.set_default_timeout(10_000)
+    return context
+
+
+@pytest.fixture(scope="module")
+def visitor_context(browser: Browser) -> Iterator[BrowserContext]:
+    """A visitor's browser profile, shared by the tests that need nothing special of it."""
+    context = new_context(browser)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def open_tab(
+    browser: Browser, visitor_context: BrowserContext, function: LiveServer
+) -> Iterator[Callable[..., Tab]]:
+    """Open pages that record warnings, errors, dialogs and calls to the function.
+
+    A page opens in the shared visitor's profile unless it asks for another locale, the headless
+    user agent, or a profile of its own (to fake the clock, which is per profile).
+    """
+    contexts: list[BrowserContext] = []
+    pages: list[Page] = []
+
+    def open_(
+        locale: str | None = None, headless_agent: bool = False, own_context: bool = False
+    ) -> Tab:
+        context = visitor_context
+        if locale or headless_agent or own_context:
+            agent = None if headless_agent else VISITOR_AGENT
+            context = new_context(browser, locale or "en-US", agent)
+            contexts.append(context)
+        tab = Tab(context.new_page())
+        pages.append(tab.page)
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "warning":
+                tab.warnings.append(message.text)
+
+        def on_dialog(dialog: Dialog) -> None:
+            tab.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        def on_request(request: Request) -> None:
+            if request.url.startswith(function.url):
+                tab.function_calls.append((request.method, request.url))
+
+        tab.page.on("console", on_console)
+        tab.page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
+        tab.page.on("dialog", on_dialog)
+        tab.page.on("request", on_request)
+        return tab
+
+    yield open_
+    for page in pages:
+        page.close()
+    for context in contexts:
+        context.close()
+
+
+def counter_span(endpoint: str, page: str, mode: str | None = None) -> str:
+    """The documented snippet's element."""
+    mode_attribute = f' data-mode="{mode}"' if mode else ""
+    return (
+        f'<span data-visit-counter data-endpoint="{endpoint}" data-page="{page}"'
+        f"{mode_attribute}>{FALLBACK}</span>"
+    )
+
+
+def publish(site_dir: Path, body: str) -> str:
+    """Write a page that uses the snippet; return its file name."""
+    name = f"{uuid.uuid4().hex}.html"
+    (site_dir / name).write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,"><title>test page</title></head>'
+        f'<body>{body}<script src="counter.js" defer></script></body></html>',
+        encoding="utf-8",
+    )
+    return name
+
+
+def load(tab: Tab, url: str) -> list[str]:
+    """Open a page, wait until every counter has settled; return the counters' texts."""
+    tab.page.goto(url)
+    tab.page.wait_for_function(SETTLED)
+    return tab.page.locator("[data-visit-counter]").all_text_contents()
+
+
+def state(tab: Tab) -> str | None:
+    """The state the snippet gave the page's only counter."""
+    return tab.page.locator("[data-visit-counter]").get_attribute("data-visit-counter-state")
+
+
+def visit(function: LiveServer, page: str) -> None:
+    """Count a visit as a visitor's browser would, outside the test's browser."""
+    response = requests.post(
+        function.url, params={"page": page}, headers={"User-Agent": VISITOR_AGENT}, timeout=10
+    )
+    response.raise_for_status()
+
+
+def count_of(function: LiveServer, page: str) -> int:
+    """The stored count of a page, read through the function."""
+    response = requests.get(function.url, params={"page": page}, timeout=10)
+    assert response.status_code == 200
+    return response.json()["count"]
+
+
+def test_each_load_counts_one_visit(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer, page: str
+) -> None:
+    name = publish(site_dir, f"<p>Visits: {counter_span(function.url, page)}</p>")
+    tab = open_tab()
+
+    shown = [load(tab, f"{site.origin}/{name}") for _ in range(3)]
+
+    assert shown == [["1"], ["2"], ["3"]]
+    assert count_of(function, page) == 3
+    assert tab.function_calls == [("POST", f"{function.url}?page={quote(page, safe='')}")] * 3
+    assert (tab.warnings, tab.page_errors) == ([], [])
+
+
+def test_the_snippet_included_twice_counts_once(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer, page: str
+) -> None:
+    # This copy runs while the page is still loading, so it waits for the DOM; the deferred copy
+    # at the end runs first, and this one must then leave the started counter alone.
+    name = publish(
+        site_dir, f'<script src="counter.js"></script>{counter_span(function.url, page)}'
+    )
+    tab = open_tab()
+
+    assert load(tab, f"{site.origin}/{name}") == ["1"]
+    assert len(tab.function_calls) == 1
+    assert count_of(function, page) == 1
+
+
+def test_a_headless_browser_sees_the_count_but_is_not_counted(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer, page: str
+) -> None:
+    visit(function, page)
+    name = publish(site_dir, counter_span(function.url, page))
+    tab = open_tab(headless_agent=True)
+
+    assert load(tab, f"{site.origin}/{name}") == ["1"]
+    assert [method for method, _ in tab.function_calls] == ["POST"]
+    assert count_of(function, page) == 1
+    assert (tab.warnings, tab.page_errors) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("locale", "shown"),
+    [("en-US", "1,234,567"), ("de-DE", "1.234.567"), ("fr-FR", "1\u202f234\u202f567")],
+)
+def test_read_mode_shows_the_count_in_the_visitors_locale_without_counting(
+    open_tab: Callable[..., Tab],
+    site: Site,
+    site_dir: Path,
+    function: LiveServer,
+    seed: Callable[[str, int], None],
+    page: str,
+    locale: str,
+    shown: str,
+) -> None:
+    seed(page, 1_234_567)
+    name = publish(site_dir, counter_span(function.url, page, mode="read"))
+    tab = open_tab(locale)
+
+    assert load(tab, f"{site.origin}/{name}") == [shown]
+    assert load(tab, f"{site.origin}/{name}") == [shown]
+    assert [method for method, _ in tab.function_calls] == ["GET", "GET"]
+    assert count_of(function, page) == 1_234_567
+
+
+def test_counters_on_one_page_share_one_request_per_counted_page(
+    open_tab: Callable[..., Tab],
+    site: Site,
+    site_dir: Path,
+    function: LiveServer,
+    seed: Callable[[str, int], None],
+) -> None:
+    first, second, read_only = (f"/test/{uuid.uuid4().hex}" for _ in range(3))
+    seed(read_only, 41)
+    url = function.url
+    name = publish(
+        site_dir,
+        f"<p>{counter_span(url, first)}</p><p>{counter_span(url, second)}</p>"
+        f"<p>{counter_span(url, first)}</p><p>{counter_span(url, first, 'read')}</p>"
+        f"<p>{counter_span(url, read_only, 'read')}</p>",
+    )
+    tab = open_tab()
+
+    # The read-only element of the counted page shows that page's new count, from the same POST.
+    assert load(tab, f"{site.origin}/{name}") == ["1", "1", "1", "1", "41"]
+    assert sorted(tab.function_calls) == sorted(
+        [
+            ("POST", f"{url}?page={quote(first, safe='')}"),
+            ("POST", f"{url}?page={quote(second, safe='')}"),
+            ("GET", f"{url}?page={quote(read_only, safe='')}"),
+        ]
+    )
+    assert [count_of(function, p) for p in (first, second, read_only)] == [1, 1, 41]
+    assert (tab.warnings, tab.page_errors) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("failure", "mode"),
+    [
+        ("origin not allowed", None),
+        ("function down", None),
+        ("error status", "read"),
+        ("not JSON", "read"),
+        ("no count", "read"),
+    ],
+)
+def test_a_failed_count_keeps_the_fallback_and_the_page_intact(
+    open_tab: Callable[..., Tab],
+    site: Site,
+    foreign_site: Site,
+    site_dir: Path,
+    function: LiveServer,
+    page: str,
+    failure: str,
+    mode: str | None,
+) -> None:
+    (site_dir / "no-count.json").write_text('{"visits": 3}')
+    # The static server cannot POST, so the bad-answer cases read (GET) from it.
+    endpoint, origin = {
+        "origin not allowed": (function.url, foreign_site.origin),
+        "function down": (f"http://127.0.0.1:{free_port()}/", site.origin),
+        "error status": (f"{site.origin}/missing/", site.origin),
+        "not JSON": (f"{site.origin}/counter.js", site.origin),
+        "no count": (f"{site.origin}/no-count.json", site.origin),
+    }[failure]
+    visit(function, page)
+    name = publish(
+        site_dir,
+        f"<h1>Résumé</h1><p>Visits: {counter_span(endpoint, page, mode)}</p><p>Contact me.</p>",
+    )
+    tab = open_tab()
+
+    assert load(tab, f"{origin}/{name}") == [FALLBACK]
+    assert state(tab) == "error"
+    assert tab.page.inner_text("body") == f"Résumé\n\nVisits: {FALLBACK}\n\nContact me."
+    assert len(tab.warnings) == 1
+    assert tab.warnings[0].startswith(f"visit counter: no count for {page}")
+    assert tab.page_errors == []
+    assert count_of(function, page) == 1
+
+
+def test_a_hung_function_is_given_up_after_the_timeout(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, page: str
+) -> None:
+    # A socket that accepts connections and never answers, like a function stuck in a cold start.
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}/"
+        name = publish(site_dir, counter_span(endpoint, page))
+        tab = open_tab(own_context=True)
+        tab.page.clock.install()  # the snippet's 5 s timer runs on a fake clock
+        with tab.page.expect_request(lambda request: request.url.startswith(endpoint)):
+            tab.page.goto(f"{site.origin}/{name}")
+        tab.page.clock.run_for(4_000)
+        assert state(tab) == "loading"
+        tab.page.clock.run_for(1_500)
+        tab.page.wait_for_function(SETTLED)
+
+    assert tab.page.locator("[data-visit-counter]").all_text_contents() == [FALLBACK]
+    assert len(tab.warnings) == 1
+    assert "abort" in tab.warnings[0].lower()
+    assert tab.page_errors == []
+
+
+def test_demo_page(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer
+) -> None:
+    html = (WEB / "index.html").read_text(encoding="utf-8")
+    assert html.count(DEMO_ENDPOINT) == 2, "the demo page should call the function at :8080"
+    (site_dir / "index.html").write_text(
+        html.replace(DEMO_ENDPOINT, f'data-endpoint="{function.url}"'), encoding="utf-8"
+    )
+    tab = open_tab()
+
+    assert load(tab, f"{site.origin}/") == ["1", "1"]
+    assert len(tab.function_calls) == 1
+    assert count_of(function, "/") == 1
+    assert (tab.warnings, tab.page_errors) == ([], [])
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.page.screenshot(path=ARTIFACTS / "demo.png", full_page=True)
+
+
+def badge_url(function: LiveServer, page: str, label: str = "visits") -> str:
+    """The badge of a page, with a label."""
+    return f"{function.url}badge.svg?page={quote(page, safe='')}&label={quote(label, safe='')}"
+
+
+def test_badge_renders_the_count(
+    open_tab: Callable[..., Tab], function: LiveServer, page: str
+) -> None:
+    for _ in range(3):
+        visit(function, page)
+    tab = open_tab()
+
+    response = tab.page.goto(badge_url(function, page))
+
+    assert response is not None
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    svg = tab.page.locator("svg")
+    box = svg.bounding_box()
+    assert box is not None
+    assert box["width"] > 0
+    assert box["height"] > 0
+    assert tab.page.locator("svg text").all_text_contents() == ["visits", "3"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    svg.screenshot(path=ARTIFACTS / "badge.png")
+    assert count_of(function, page) == 3  # showing the badge did not count a visit
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["<script>alert(1)</script>", '"><svg onload=alert(1)>'],
+)
+def test_a_hostile_badge_label_runs_no_script(
+    open_tab: Callable[..., Tab], function: LiveServer, page: str, label: str
+) -> None:
+    tab = open_tab()
+
+    response = tab.page.goto(badge_url(function, page, label))
+
+    assert response is not None
+    assert response.status in (200, 400)
+    assert tab.dialogs == []
+    assert tab.page_errors == []
+    # Neither a script nor any element with an event handler made it into the parsed document.
+    handlers = "[onload], [onerror], [onclick], [onmouseover]"
+    assert tab.page.locator(f"script, {handlers}").count() == 0
+    if response.status == 200:
+        assert tab.page.locator("svg text").first.text_content() == label
