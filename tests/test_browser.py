@@ -324,6 +324,29 @@ def test_a_headless_browser_sees_the_count_but_is_not_counted(
     assert (tab.warnings, tab.page_errors) == ([], [])
 
 
+def test_the_owner_can_stop_counting_their_own_browser(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer, page: str
+) -> None:
+    name = publish(site_dir, counter_span(function.url, page))
+    url = f"{site.origin}/{name}"
+    owner = open_tab(own_context=True)
+    stranger = open_tab(own_context=True)
+
+    assert load(owner, url) == ["1"]
+    assert load(owner, f"{url}?visit-counter=ignore") == ["1"]
+    assert load(owner, url) == ["1"]  # remembered on later pages, without the flag
+    assert load(stranger, url) == ["2"]  # only the owner's browser is left out
+    assert load(owner, url) == ["2"]
+    assert load(owner, f"{url}?visit-counter=count") == ["3"]
+    assert load(owner, url) == ["4"]
+
+    assert [method for method, _ in owner.function_calls] == ["POST", "GET", "GET", "GET"] + [
+        "POST"
+    ] * 2
+    assert count_of(function, page) == 4
+    assert (owner.warnings, owner.page_errors) == ([], [])
+
+
 @pytest.mark.parametrize(
     ("locale", "shown"),
     [("en-US", "1,234,567"), ("de-DE", "1.234.567"), ("fr-FR", "1\u202f234\u202f567")],

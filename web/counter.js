@@ -12,10 +12,26 @@
  * racing it); if all are read-only, it is a GET. On any failure the elements keep their fallback
  * text, one console.warn is logged per request, and nothing is thrown into the host page.
  * Each element gets data-visit-counter-state: "loading", then "ok" or "error", for CSS or tests.
+ *
+ * The site's owner can stop counting their own visits: open any page of the site once with
+ * ?visit-counter=ignore and this browser only reads from then on; ?visit-counter=count undoes
+ * it. The flag lives in this browser's localStorage for the site's origin, nowhere else.
  */
 (() => {
   "use strict";
   const TIMEOUT_MS = 5000; // a hung function must not leave a request pending forever
+  const OWNER_FLAG = "visit-counter:ignore";
+
+  function ownerIgnored() {
+    try {
+      const wish = new URLSearchParams(location.search).get("visit-counter");
+      if (wish === "ignore") localStorage.setItem(OWNER_FLAG, "1");
+      if (wish === "count") localStorage.removeItem(OWNER_FLAG);
+      return localStorage.getItem(OWNER_FLAG) === "1";
+    } catch {
+      return false; // storage blocked (a privacy setting): count as for anyone else
+    }
+  }
 
   // async: anything thrown in here, even synchronously, becomes a rejection handled below.
   async function fetchCount(endpoint, page, method) {
@@ -37,6 +53,7 @@
   }
 
   function start() {
+    const ignored = ownerIgnored();
     const groups = new Map(); // endpoint and page -> the elements showing that count
     // Elements already started (the script included twice) are skipped: no second visit.
     for (const element of document.querySelectorAll(
@@ -50,7 +67,7 @@
       groups.get(key).elements.push(element);
     }
     for (const { endpoint, page, elements } of groups.values()) {
-      const counts = elements.some((element) => element.dataset.mode !== "read");
+      const counts = !ignored && elements.some((element) => element.dataset.mode !== "read");
       fetchCount(endpoint, page, counts ? "POST" : "GET")
         .then((count) => {
           const text = Number(count).toLocaleString();
