@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run test smoke format clean
 
 run: $(STAMP) ## Start the emulator and the function on http://localhost:8080
 	$(BIN)/python -m scripts.serve
@@ -13,6 +13,10 @@ test: $(STAMP) ## Lint, then run every test (starts its own emulator)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+smoke: ## Check a deployed counter: make smoke URL=https://... [ORIGIN=https://your.site]
+	@test -n "$(URL)" || { echo "usage: make smoke URL=<function URL> [ORIGIN=https://your.site]"; exit 1; }
+	scripts/smoke.sh $(if $(ORIGIN),--origin=$(ORIGIN)) "$(URL)"
 
 format: $(STAMP) ## Fix what ruff can fix
 	$(BIN)/ruff check --fix .

@@ -45,6 +45,7 @@ def error_response(error: HttpError) -> flask.Response:
 def empty_response(headers: dict[str, str]) -> flask.Response:
     """A 204 with no body, for OPTIONS."""
     response = flask.Response(status=204)
+    del response.headers["Content-Type"]  # no body, so no type (flask would say text/html)
     response.headers.update(headers)
     response.headers["Cache-Control"] = "no-store"
     return response

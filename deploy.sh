@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Deploy the visit counter: a Cloud Function (2nd gen) on Firestore in Datastore mode.
+#
+# Usage: ALLOWED_ORIGINS=https://your.site ./deploy.sh [--project=ID] [--dry-run] [--gateway] [--smoke]
+#
+#   --project=ID  the Google Cloud project (else GOOGLE_CLOUD_PROJECT, else gcloud's config)
+#   --dry-run     print every gcloud command, one per line after "+", and run none of them, not
+#                 even read-only ones: the plan assumes nothing exists yet. Needs only a project
+#                 and ALLOWED_ORIGINS, not gcloud or a login.
+#   --gateway     also put API Gateway in front of the function, described by openapi.yaml
+#   --smoke       after deploying, call the live URL with scripts/smoke.sh
+#   --help        print this text
+#
+# Settings, from the environment (default in brackets):
+#   ALLOWED_ORIGINS       required: the site(s) that call the counter, comma-separated,
+#                         e.g. https://me.example,https://www.me.example; * allows any site
+#   GOOGLE_CLOUD_PROJECT  the project [gcloud config get-value project]
+#   REGION                where the function runs [us-central1]
+#   FUNCTION_NAME         [visits]
+#   RUNTIME               a Python 3 runtime of Cloud Functions [python312]
+#   MAX_INSTANCES         the cost ceiling: at most this many instances ever run [3]
+#   CONCURRENCY           requests per instance at once [1]
+#   MEMORY                per instance [256Mi]
+#   SERVICE_ACCOUNT_NAME  the function's own service account, created here [visit-counter]
+#   DATASTORE_DATABASE    the Firestore database, in Datastore mode [(default)]
+#   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
+#   GATEWAY_ID, API_ID    names for --gateway [FUNCTION_NAME-gateway, FUNCTION_NAME]
+#   ALLOWED_PAGES, DEFAULT_PAGE, DATASTORE_NAMESPACE, DATASTORE_DEADLINE_SECONDS,
+#   BADGE_COUNTS, UNIQUE_WINDOW_SECONDS, COUNT_BOTS, FORWARDED_HOPS, COUNTER_SHARDS
+#                         the function's own settings, passed on when set (see README)
+#
+# It enables the APIs it needs, creates the Datastore-mode database, its TTL policies and the
+# function's service account if missing, grants that account roles/datastore.user, deploys.
+# Safe to run again: it creates only what is missing, and deploys a new revision.
+set -euo pipefail
+
+REGION=${REGION:-us-central1}
+FUNCTION_NAME=${FUNCTION_NAME:-visits}
+RUNTIME=${RUNTIME:-python312}
+MAX_INSTANCES=${MAX_INSTANCES:-3}
+# 2nd gen gives concurrency above 1 only to instances with at least 1 CPU, which is more than
+# the smallest instance the free tier covers; keep 1 unless measurements say otherwise.
+CONCURRENCY=${CONCURRENCY:-1}
+MEMORY=${MEMORY:-256Mi}
+SERVICE_ACCOUNT_NAME=${SERVICE_ACCOUNT_NAME:-visit-counter}
+DATASTORE_DATABASE=${DATASTORE_DATABASE:-(default)}
+FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
+API_ID=${API_ID:-$FUNCTION_NAME}
+GATEWAY_ID=${GATEWAY_ID:-$FUNCTION_NAME-gateway}
+# The function's optional settings (counter/config.py), passed on only when set.
+FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
+    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS FORWARDED_HOPS COUNTER_SHARDS)
+# Unique-visitor markers and daily salts carry an expiry time; TTL policies on it delete them,
+# which is what keeps old visitor hashes unlinkable (README, "Who is counted"). counter/store.py
+# names the kinds and the property.
+TTL_KINDS=(VisitMarker VisitorSalt)
+TTL_PROPERTY=expire_at
+# The delimiter of --set-env-vars (see `gcloud topic escaping`): origins hold commas.
+ENV_DELIMITER=";"
+
+DRY_RUN=0
+GATEWAY=0
+SMOKE=0
+PROJECT=${GOOGLE_CLOUD_PROJECT:-}
+
+main() {
+    parse_args "$@"
+    cd "$(dirname "${BASH_SOURCE[0]}")" # --source=. and openapi.yaml are relative to here
+    check_prerequisites
+    local sa_email="$SERVICE_ACCOUNT_NAME@$PROJECT.iam.gserviceaccount.com"
+    if ((DRY_RUN)); then
+        say "Dry run: nothing is run; the plan assumes nothing exists yet in project $PROJECT."
+    fi
+
+    local apis=(cloudfunctions run cloudbuild artifactregistry datastore firestore iam logging)
+    if ((GATEWAY)); then
+        apis+=(apigateway servicemanagement servicecontrol)
+    fi
+    run gcloud services enable "${apis[@]/%/.googleapis.com}" --project="$PROJECT"
+
+    ensure_database
+    ensure_ttl_policies
+    ensure_service_account "$sa_email"
+    # Only what counting needs, on this account alone; never the default compute account.
+    with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
+        --member="serviceAccount:$sa_email" --role=roles/datastore.user --condition=None \
+        --format=none
+
+    run gcloud functions deploy "$FUNCTION_NAME" --gen2 --runtime="$RUNTIME" --region="$REGION" \
+        --source=. --entry-point=visits --trigger-http --allow-unauthenticated \
+        --service-account="$sa_email" --max-instances="$MAX_INSTANCES" \
+        --concurrency="$CONCURRENCY" --memory="$MEMORY" --set-env-vars="$(function_env)" \
+        --project="$PROJECT" --quiet
+    local url="https://FUNCTION_URL" # what the dry run shows in place of the real one
+    if read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
+        --project="$PROJECT" --format="value(serviceConfig.uri)"; then
+        url=$VALUE
+    elif ((!DRY_RUN)); then
+        die "function $FUNCTION_NAME was deployed but has no URL yet; run the script again"
+    fi
+
+    local endpoint="${url%/}/" # as web/counter.js documents it
+    if ((GATEWAY)); then
+        deploy_gateway "$url" "$sa_email"
+        endpoint=$GATEWAY_URL
+    fi
+    print_summary "$url" "$endpoint"
+    if ((SMOKE)); then
+        run scripts/smoke.sh --origin="$(first_origin)" "$endpoint"
+    fi
+}
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
+}
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+        --project=*) PROJECT=${1#--project=} ;;
+        --project)
+            (($# > 1)) || die "--project needs a value, e.g. --project=my-project"
+            PROJECT=$2
+            shift
+            ;;
+        --dry-run) DRY_RUN=1 ;;
+        --gateway) GATEWAY=1 ;;
+        --smoke) SMOKE=1 ;;
+        -h | --help) usage && exit 0 ;;
+        *) die "unknown argument $1; see ./deploy.sh --help" ;;
+        esac
+        shift
+    done
+}
+
+# Every check runs before anything is created; each failure says how to fix it.
+check_prerequisites() {
+    if ((!DRY_RUN)); then
+        command -v gcloud >/dev/null ||
+            die "gcloud is not installed; install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install"
+        local account
+        account=$(gcloud auth list --filter=status:ACTIVE --format="value(account)" || true)
+        [[ -n $account ]] || die "no account is logged in to gcloud; run: gcloud auth login"
+        if [[ -z $PROJECT ]]; then
+            PROJECT=$(gcloud config get-value project 2>/dev/null || true)
+        fi
+    fi
+    if [[ -z $PROJECT ]] && ((DRY_RUN)); then
+        die "no project; a dry run reads no gcloud config: set GOOGLE_CLOUD_PROJECT=your-project or pass --project=your-project"
+    fi
+    [[ -n $PROJECT ]] ||
+        die "no project; set GOOGLE_CLOUD_PROJECT=your-project, pass --project=your-project or run: gcloud config set project your-project"
+    [[ -n ${ALLOWED_ORIGINS:-} ]] ||
+        die "ALLOWED_ORIGINS is not set; set it to the site that shows the counter, e.g. ALLOWED_ORIGINS=https://me.example ./deploy.sh"
+    local origins origin
+    IFS=, read -ra origins <<<"$ALLOWED_ORIGINS"
+    for origin in "${origins[@]}"; do
+        origin=${origin// /}
+        [[ -z $origin || $origin == "*" || $origin =~ ^https?://[^/]+/?$ ]] ||
+            die "ALLOWED_ORIGINS: '$origin' is not an origin; write it as https://me.example (scheme and host, no path)"
+    done
+    local name
+    for name in ALLOWED_ORIGINS DATASTORE_DATABASE "${FUNCTION_SETTINGS[@]}"; do
+        [[ ${!name:-} != *"$ENV_DELIMITER"* ]] ||
+            die "$name must not contain '$ENV_DELIMITER' (it separates the function's settings)"
+    done
+}
+
+ensure_database() {
+    if read_value gcloud firestore databases describe --database="$DATASTORE_DATABASE" \
+        --project="$PROJECT" --format="value(type)"; then
+        case $VALUE in
+        DATASTORE_MODE) return ;;
+        FIRESTORE_NATIVE)
+            die "database $DATASTORE_DATABASE of project $PROJECT is in Firestore Native mode, and the counter needs Datastore mode; left untouched. Use another project, or DATASTORE_DATABASE=visits to create a second database in Datastore mode (outside the free quota)"
+            ;;
+        *) die "database $DATASTORE_DATABASE has an unknown type '$VALUE'; check it in the console" ;;
+        esac
+    fi
+    # The free quota covers only the (default) database of a project.
+    run gcloud firestore databases create --database="$DATASTORE_DATABASE" \
+        --location="$FIRESTORE_LOCATION" --type=datastore-mode --project="$PROJECT"
+}
+
+ensure_ttl_policies() {
+    local enabled=""
+    if read_value gcloud firestore fields ttls list --database="$DATASTORE_DATABASE" \
+        --project="$PROJECT" --format="value(name)"; then
+        enabled=$VALUE
+    fi
+    local kind
+    for kind in "${TTL_KINDS[@]}"; do
+        if [[ $enabled != *"/$kind/fields/$TTL_PROPERTY"* ]]; then
+            # --async: a new policy takes minutes to become active, and nothing here waits on it.
+            run gcloud firestore fields ttls update "$TTL_PROPERTY" --collection-group="$kind" \
+                --database="$DATASTORE_DATABASE" --enable-ttl --async --project="$PROJECT"
+        fi
+    done
+}
+
+ensure_service_account() {
+    local email=$1
+    if ! read_value gcloud iam service-accounts describe "$email" --project="$PROJECT" \
+        --format="value(email)"; then
+        run gcloud iam service-accounts create "$SERVICE_ACCOUNT_NAME" \
+            --display-name="Visit counter (Cloud Function $FUNCTION_NAME)" \
+            --description="Runs the $FUNCTION_NAME function; may read and write Datastore only" \
+            --project="$PROJECT"
+    fi
+}
+
+# The function's environment, in gcloud's ^DELIM^ syntax; settings left unset stay unset.
+function_env() {
+    local pairs=("GOOGLE_CLOUD_PROJECT=$PROJECT" "ALLOWED_ORIGINS=$ALLOWED_ORIGINS")
+    if [[ $DATASTORE_DATABASE != "(default)" ]]; then
+        pairs+=("DATASTORE_DATABASE=$DATASTORE_DATABASE")
+    fi
+    local name
+    for name in "${FUNCTION_SETTINGS[@]}"; do
+        if [[ -n ${!name:-} ]]; then
+            pairs+=("$name=${!name}")
+        fi
+    done
+    local IFS=$ENV_DELIMITER
+    printf '^%s^%s' "$ENV_DELIMITER" "${pairs[*]}"
+}
+
+# API Gateway in front of the function. The function stays public, so the gateway adds a stable
+# host and room for API keys or quotas; to make the gateway the only way in, deploy with
+# --no-allow-unauthenticated and grant the account roles/run.invoker on the function.
+deploy_gateway() {
+    local url=$1 sa_email=$2 config_id
+    config_id="$FUNCTION_NAME-$(date -u +%Y%m%d-%H%M%S)" # a config is immutable: one per run
+    local spec="$WORK_DIR/openapi.yaml"
+    sed "s|FUNCTION_URL_PLACEHOLDER|$url|" openapi.yaml >"$spec"
+
+    if ! read_value gcloud api-gateway apis describe "$API_ID" --project="$PROJECT" \
+        --format="value(name)"; then
+        run gcloud api-gateway apis create "$API_ID" --project="$PROJECT"
+    fi
+    run gcloud api-gateway api-configs create "$config_id" --api="$API_ID" \
+        --openapi-spec="$spec" --backend-auth-service-account="$sa_email" --project="$PROJECT"
+    local verb=create
+    if read_value gcloud api-gateway gateways describe "$GATEWAY_ID" \
+        --location="$REGION" --project="$PROJECT" --format="value(defaultHostname)"; then
+        verb=update
+    fi
+    run gcloud api-gateway gateways "$verb" "$GATEWAY_ID" --api="$API_ID" \
+        --api-config="$config_id" --location="$REGION" --project="$PROJECT"
+    GATEWAY_URL="https://GATEWAY_HOST/"
+    if read_value gcloud api-gateway gateways describe "$GATEWAY_ID" --location="$REGION" \
+        --project="$PROJECT" --format="value(defaultHostname)"; then
+        GATEWAY_URL="https://$VALUE/"
+    elif ((!DRY_RUN)); then
+        die "gateway $GATEWAY_ID was deployed but has no hostname yet; run the script again"
+    fi
+}
+
+print_summary() {
+    local url=$1 endpoint=$2 origin
+    origin=$(first_origin)
+    say ""
+    say "Function URL: $url"
+    if [[ $endpoint != "${url%/}/" ]]; then
+        say "Gateway URL:  $endpoint"
+    fi
+    say ""
+    say "Count a visit (-A: curl's own user agent is a bot's, and bots are not counted):"
+    say "  curl -X POST -A 'Mozilla/5.0' -H 'Origin: $origin' '${endpoint}?page=/'"
+    say ""
+    say "Paste into your page (counter.js comes from web/):"
+    say "  <span data-visit-counter data-endpoint=\"$endpoint\">–</span>"
+    say "  <script src=\"counter.js\" defer></script>"
+}
+
+first_origin() {
+    local origin=${ALLOWED_ORIGINS%%,*}
+    origin=${origin// /}
+    if [[ $origin == "*" ]]; then
+        origin="https://example.com"
+    fi
+    printf '%s' "${origin%/}"
+}
+
+# Print a command after "+", then run it unless this is a dry run.
+run() {
+    say "+ $(quote "$@")"
+    if ((!DRY_RUN)); then
+        "$@"
+    fi
+}
+
+# Run a read-only command and keep its output in VALUE. Return 1 when it says the thing does
+# not exist, and in a dry run (which assumes nothing exists); stop on any other error.
+read_value() {
+    VALUE=""
+    if ((DRY_RUN)); then
+        say "+ $(quote "$@")"
+        return 1
+    fi
+    if VALUE=$("$@" 2>"$WORK_DIR/stderr"); then
+        return 0
+    fi
+    if grep -q NOT_FOUND "$WORK_DIR/stderr"; then
+        return 1
+    fi
+    cat "$WORK_DIR/stderr" >&2
+    die "this failed: $(quote "$@")"
+}
+
+# A new service account takes a few seconds to be visible to IAM; retry rather than fail.
+with_retries() {
+    local attempt
+    for attempt in 1 2 3 4; do
+        if "$@"; then
+            return 0
+        fi
+        say "retrying in $((attempt * 5)) s..."
+        sleep $((attempt * 5))
+    done
+    "$@"
+}
+
+# Words as a shell would need them typed: plain ones bare, others in single quotes.
+quote() {
+    local word out=()
+    for word in "$@"; do
+        if [[ $word =~ ^[A-Za-z0-9_./:=@,+-]+$ ]]; then
+            out+=("$word")
+        else
+            out+=("'${word//\'/\'\\\'\'}'")
+        fi
+    done
+    printf '%s' "${out[*]}"
+}
+
+say() {
+    printf '%s\n' "$*"
+}
+
+die() {
+    printf 'deploy.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+WORK_DIR=$(mktemp -d)
+trap 'rm -rf "$WORK_DIR"' EXIT
+main "$@"
