@@ -24,6 +24,9 @@ MAX_BODY_BYTES = 1024
 
 BADGE_PATH = "/badge.svg"
 _METHODS = {"/": tuple(ALLOWED_METHODS.split(", ")), BADGE_PATH: ("GET", "HEAD")}
+# Checked at start-up, so a bad setting fails the deploy with its message, not a visitor.
+config.settings()
+
 # Image proxies (GitHub's camo among them) keep an image unless told not to.
 _BADGE_HEADERS = {
     "Cache-Control": "max-age=0, no-cache, no-store, must-revalidate",

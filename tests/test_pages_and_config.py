@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from werkzeug.datastructures import Headers
 
+from conftest import ROOT
 from counter import logs, pages
 from counter.config import ConfigError, Settings
 
@@ -92,3 +97,17 @@ def test_trace_headers_become_cloud_logging_fields(
 @pytest.mark.parametrize("value", ["", "nothex/1", "105445aa/1;o=1", "a" * 32 + "/1;o=1 {}"])
 def test_malformed_trace_headers_are_ignored(value: str) -> None:
     assert logs.trace_fields(Headers({"X-Cloud-Trace-Context": value}), "proj") == {}
+
+
+def test_a_bad_setting_stops_the_function_at_start_up() -> None:
+    env = {**os.environ, "ALLOWED_ORIGINS": "me.example", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", "import main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ALLOWED_ORIGINS: 'me.example' is not an origin" in result.stderr
