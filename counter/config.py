@@ -33,6 +33,7 @@ class Settings:
     count_bots: bool = False
     forwarded_hops: int = 1
     shards: int = 1
+    coalesce: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -57,6 +58,7 @@ class Settings:
             count_bots=_flag(env, "COUNT_BOTS"),
             forwarded_hops=_integer(env, "FORWARDED_HOPS", 1, 1, 10),
             shards=_integer(env, "COUNTER_SHARDS", 1, 1, 100),
+            coalesce=_flag(env, "COALESCE_HITS"),
         )
 
     def origin_allowed(self, origin: str) -> bool:

@@ -73,6 +73,16 @@ class StoreUnavailable(Exception):
     """Datastore did not answer within the deadline or refused service for now."""
 
 
+class _Batch:
+    """Hits of one page waiting for the same Commit."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.total = 0
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+
 @dataclass(frozen=True)
 class Visit:
     """A page's count after a visit, and whether this visit was the one counted."""
@@ -106,14 +116,68 @@ class CounterStore:
         self._client: ds.DatastoreClient | None = None
         self._project: str | None = None
         self._salt: tuple[str, bytes] | None = None
+        self._batches: dict[str, _Batch] = {}
+        self._page_locks: dict[str, threading.Lock] = {}
 
     def increment(self, page: str) -> int:
         """Add one visit to a page and return its new count, in one Commit."""
-        request = self._commit_request([self._increment(page)], transactional=False)
+        if self._settings.coalesce:
+            return self._increment_coalesced(page)
+        return self._add(page, 1, self._deadline())
+
+    def _add(self, page: str, by: int, deadline: float) -> int:
+        request = self._commit_request([self._increment(page, by)], transactional=False)
         # Only ABORTED is retried: it guarantees nothing was written. A timeout or a lost
         # connection leaves the outcome unknown, and retrying it could count the visit twice.
-        response = self._call(self.client.commit, request, retry_unknown=False)
-        return self._total(page, response.mutation_results[0].transform_results[0].integer_value)
+        response = self._call(self.client.commit, request, False, deadline)
+        return self._total(
+            page, response.mutation_results[0].transform_results[0].integer_value, deadline
+        )
+
+    def _increment_coalesced(self, page: str) -> int:
+        """Group commit: hits that arrive while a page's Commit is in flight share the next one.
+
+        The batch's Commit adds its size, n, and returns the new value V; its hits take the
+        numbers V-n+1 … V, so each is still exact and its own. If the Commit fails, every hit
+        in the batch fails with it: none was acknowledged, so none is lost. With no other hit
+        in flight a hit commits at once, alone.
+        """
+        deadline = self._deadline()
+        with self._lock:
+            batch = self._batches.get(page)
+            leader = batch is None
+            if batch is None:
+                batch = self._batches[page] = _Batch()
+                page_lock = self._page_locks.setdefault(page, threading.Lock())
+            place = batch.size
+            batch.size += 1
+        if leader:
+            self._commit_batch(page, batch, page_lock, deadline)
+        elif not batch.done.wait(max(0.0, deadline - time.monotonic())):
+            raise StoreUnavailable("Datastore did not answer within the deadline")
+        if batch.error is not None:
+            raise StoreUnavailable(str(batch.error)) from batch.error
+        if self._settings.shards > 1:
+            return batch.total
+        return batch.total - batch.size + 1 + place
+
+    def _commit_batch(
+        self, page: str, batch: _Batch, page_lock: threading.Lock, deadline: float
+    ) -> None:
+        # One Commit per page at a time: while the previous one is in flight, this batch grows.
+        acquired = page_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            with self._lock:
+                del self._batches[page]  # closed: later hits open the next batch
+            if not acquired:
+                raise StoreUnavailable("Datastore did not answer within the deadline")
+            batch.total = self._add(page, batch.size, deadline)
+        except Exception as exc:  # handed to every hit of the batch, each raises it
+            batch.error = exc
+        finally:
+            if acquired:
+                page_lock.release()
+            batch.done.set()
 
     def count_first_visit(self, page: str, visitor: str, window_seconds: int) -> Visit:
         """Count a visitor once per page per window; a repeat visit only reads the count.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import flask.testing
 import functions_framework
+import grpc
 import pytest
 import requests
 
@@ -109,6 +111,19 @@ def client(app: flask.Flask, env: Callable[..., None]) -> flask.testing.FlaskCli
 def page() -> str:
     """A page no other test has counted."""
     return f"/test/{uuid.uuid4().hex}"
+
+
+class RpcCounter(grpc.UnaryUnaryClientInterceptor):
+    """Counts the Datastore RPCs a store makes, by method name."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        with self._lock:
+            self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
+        return continuation(client_call_details, request)
 
 
 class LiveServer:

@@ -42,6 +42,16 @@ def test_concurrent_posts_are_all_counted_exactly_once(live_server: str, page: s
     assert final.json() == {"count": HITS}
 
 
+def test_coalesced_concurrent_posts_each_get_their_own_number(
+    start_server: Callable[..., LiveServer], page: str
+) -> None:
+    server = start_server("coalesced", COALESCE_HITS="true")
+    results = hammer(server.url, page)
+    assert [status for status, _ in results] == [200] * HITS
+    assert sorted(count for _, count in results) == list(range(1, HITS + 1))
+    assert requests.get(server.url, params={"page": page}, timeout=10).json() == {"count": HITS}
+
+
 def test_concurrent_posts_on_a_sharded_page_are_all_counted(
     start_server: Callable[..., LiveServer], page: str
 ) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.cloud import datastore_v1 as ds
 
+from conftest import RpcCounter
 from counter import config, store
 from scripts import import_count
+from scripts.emulator import free_port
 
 
 @pytest.fixture
@@ -135,3 +138,38 @@ def test_sharded_unique_visits_answer_the_total(env: Callable[..., None], page: 
     visits = [counter.count_first_visit(page, f"visitor-{n}{page}", 60) for n in range(10)]
     assert [visit.count for visit in visits] == list(range(1, 11))
     assert counter.count_first_visit(page, f"visitor-0{page}", 60) == store.Visit(10, False)
+
+
+def test_coalesced_hits_share_commits_and_each_gets_its_own_number(
+    env: Callable[..., None], page: str
+) -> None:
+    env(COALESCE_HITS="true")
+    rpcs = RpcCounter()
+    counter = store.CounterStore(config.settings(), interceptors=(rpcs,))
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        numbers = list(pool.map(lambda _: counter.increment(page), range(240)))
+    assert sorted(numbers) == list(range(1, 241))
+    assert counter.read(page) == 240
+    commits = rpcs.calls.count("Commit")
+    assert 1 <= commits < 240, "concurrent hits should have shared Commits"
+
+
+def test_a_failed_coalesced_commit_fails_every_hit_of_its_batch(
+    env: Callable[..., None], page: str
+) -> None:
+    env(
+        COALESCE_HITS="true",
+        DATASTORE_EMULATOR_HOST=f"127.0.0.1:{free_port()}",
+        DATASTORE_DEADLINE_SECONDS="1",
+    )
+    counter = store.CounterStore(config.settings())
+
+    def hit(_: int) -> str:
+        try:
+            counter.increment(page)
+        except store.StoreUnavailable:
+            return "unavailable"
+        return "counted"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(hit, range(16))) == {"unavailable"}

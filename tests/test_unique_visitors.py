@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import flask
-import grpc
 import pytest
 import requests
 from flask.testing import FlaskClient
 from google.cloud import datastore_v1 as ds
 
-from conftest import LiveServer
+from conftest import LiveServer, RpcCounter
 from counter import config, store
 
 WINDOW = 1800
@@ -59,19 +57,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class RpcCounter(grpc.UnaryUnaryClientInterceptor):
-    """Counts the Datastore RPCs a store makes, by method name."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self._lock = threading.Lock()
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        with self._lock:
-            self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
-        return continuation(client_call_details, request)
 
 
 @pytest.fixture
