@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test smoke format clean
+.PHONY: run test smoke bench bench-profile format clean
 
 run: $(STAMP) ## Start the emulator and the function on http://localhost:8080
 	$(BIN)/python -m scripts.serve
@@ -17,6 +17,12 @@ test: $(STAMP) ## Lint, then run every test (starts its own emulator)
 smoke: ## Check a deployed counter: make smoke URL=https://... [ORIGIN=https://your.site]
 	@test -n "$(URL)" || { echo "usage: make smoke URL=<function URL> [ORIGIN=https://your.site]"; exit 1; }
 	scripts/smoke.sh $(if $(ORIGIN),--origin=$(ORIGIN)) "$(URL)"
+
+bench: $(STAMP) ## Benchmark the counting strategies on Google's emulator (~5 min); writes bench/results/
+	$(BIN)/python -m bench.run
+
+bench-profile: $(STAMP) ## Where the server's CPU goes at 32 clients (py-spy); writes bench/results/profile.md
+	$(BIN)/python -m bench.profile
 
 format: $(STAMP) ## Fix what ruff can fix
 	$(BIN)/ruff check --fix .

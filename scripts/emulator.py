@@ -44,6 +44,11 @@ class Emulator:
         """The value for DATASTORE_EMULATOR_HOST."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The emulator's process (and process group) id, once started."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, log_path: Path, timeout: float = 90.0) -> str:
         """Start the emulator and wait until it answers; return its host:port."""
         gcloud = shutil.which("gcloud")
