@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     source = counter.key_for(args.kind, args.id if args.id is not None else args.name)
     try:
         result = counter.import_count(source, args.property, args.page)
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, store.StoreUnavailable) as exc:
         print(f"import_count: {exc}", file=sys.stderr)
         return 1
     if result.already_done:
