@@ -487,6 +487,34 @@ def test_demo_page(
     tab.page.screenshot(path=ARTIFACTS / "demo.png", full_page=True)
 
 
+def test_with_unique_visitors_a_refresh_does_not_count_but_another_browser_does(
+    browser: Browser,
+    start_server: Callable[..., LiveServer],
+    site: Site,
+    site_dir: Path,
+    namespace: str,
+    page: str,
+) -> None:
+    unique = start_server(
+        "browser-unique",
+        ALLOWED_ORIGINS=site.origin,
+        DATASTORE_NAMESPACE=namespace,
+        UNIQUE_WINDOW_SECONDS="1800",
+    )
+    url = f"{site.origin}/{publish(site_dir, counter_span(unique.url, page))}"
+    # The same machine, so the same address: a visitor is told apart by browser, not profile.
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    first, second = new_context(browser), new_context(browser, user_agent=firefox)
+    try:
+        tab = Tab(first.new_page())
+        assert [load(tab, url) for _ in range(3)] == [["1"], ["1"], ["1"]]
+        assert load(Tab(second.new_page()), url) == ["2"]
+    finally:
+        first.close()
+        second.close()
+    assert count_of(unique, page) == 2
+
+
 def badge_url(function: LiveServer, page: str, label: str = "visits") -> str:
     """The badge of a page, with a label."""
     return f"{function.url}badge.svg?page={quote(page, safe='')}&label={quote(label, safe='')}"
