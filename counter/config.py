@@ -46,7 +46,8 @@ class Settings:
         return cls(
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
             emulator_host=env.get("DATASTORE_EMULATOR_HOST") or None,
-            database=env.get("DATASTORE_DATABASE", ""),
+            # The API names the default database by an empty id; gcloud calls it (default).
+            database=env.get("DATASTORE_DATABASE", "").replace("(default)", ""),
             namespace=env.get("DATASTORE_NAMESPACE", ""),
             allowed_origins=frozenset(_origin(o) for o in origins if o != "*"),
             allow_any_origin="*" in origins,

@@ -32,6 +32,11 @@ def test_defaults_need_no_environment() -> None:
     assert settings.page_allowed("/anything")
 
 
+@pytest.mark.parametrize(("value", "database"), [("(default)", ""), ("", ""), ("visits", "visits")])
+def test_the_default_database_is_named_as_the_api_expects(value: str, database: str) -> None:
+    assert Settings.from_env({"DATASTORE_DATABASE": value}).database == database
+
+
 def test_origins_are_compared_without_case_or_trailing_slash() -> None:
     settings = Settings.from_env(
         {"ALLOWED_ORIGINS": " https://Me.Example/ , http://localhost:8000"}
