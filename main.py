@@ -8,6 +8,8 @@ import flask
 import functions_framework
 
 from counter import badge, config, logs, pages, store, visitors
+from counter.counts import Visit
+from counter.database import StoreUnavailable
 from counter.responses import (
     ALLOWED_METHODS,
     PREFLIGHT_MAX_AGE,
@@ -46,7 +48,7 @@ def visits(request: flask.Request) -> flask.Response:
         response = _handle(request, settings, origin, log_fields)
     except HttpError as refusal:
         response = error_response(refusal)
-    except store.StoreUnavailable as exc:
+    except StoreUnavailable as exc:
         log_fields["error"] = str(exc)
         response = error_response(
             HttpError(
@@ -86,7 +88,7 @@ def _handle(
     log["page"] = page
     counter = store.for_settings(settings)
     if method != "POST":
-        count = counter.read(page)
+        count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})
     visit = _visit(request, settings, counter, page)
@@ -95,18 +97,17 @@ def _handle(
 
 
 def _visit(
-    request: flask.Request, settings: config.Settings, counter: store.CounterStore, page: str
-) -> store.Visit:
+    request: flask.Request, settings: config.Settings, counter: store.Store, page: str
+) -> Visit:
     agent = request.headers.get("User-Agent", "")
     if not settings.count_bots and visitors.is_bot(agent):
-        return store.Visit(counter.read(page), counted=False)
+        return Visit(counter.counts.read(page), counted=False, reason="bot")
     if not settings.unique_window_seconds:
-        return store.Visit(counter.increment(page), counted=True)
+        return Visit(counter.counts.increment(page), counted=True)
     address = visitors.client_address(
         request.headers.get("X-Forwarded-For"), request.remote_addr, settings.forwarded_hops
     )
-    visitor = visitors.visitor_id(counter.daily_salt(), address, agent, page)
-    return counter.count_first_visit(page, visitor, settings.unique_window_seconds)
+    return counter.unique.visit(page, address, agent)
 
 
 def _badge(
@@ -123,8 +124,8 @@ def _badge(
         raise HttpError(403, "counting from a badge is off; see BADGE_COUNTS")
     page = _page(request, settings)
     log["page"] = page
-    counter = store.for_settings(settings)
-    count = counter.increment(page) if counting else counter.read(page)
+    counts = store.for_settings(settings).counts
+    count = counts.increment(page) if counting else counts.read(page)
     log["count"] = count
     return flask.Response(
         badge.render(text, count, fill), 200, _BADGE_HEADERS, mimetype="image/svg+xml"

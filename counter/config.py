@@ -1,70 +1,167 @@
-"""Settings read once from the environment, with a clear error for each bad value."""
+"""Settings read once from the environment: each field names its variable, default and parser.
+
+The Settings dataclass is the one list of settings. Everything else that lists them (the tests'
+clean environment, deploy.sh's pass-through list, the README's table, the benchmark) takes the
+names from `ENV_NAMES` or is checked against it by a test.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from counter import pages
+
+MAX_UNIQUE_WINDOW_SECONDS = 86_400
+"""Longest unique-visitor window: visitor hashes are salted per UTC day, and a visit is checked
+against today's salt and yesterday's, so a window of up to one day is honoured across midnight."""
+
+Deploy = Literal["passed-on", "set-by-deploy", "local-only"]
 
 
 class ConfigError(ValueError):
     """A setting in the environment is missing or malformed."""
 
 
+def setting(
+    env: str, default: Any, parse: Callable[[str], Any], *, deploy: Deploy = "passed-on"
+) -> Any:
+    """A Settings field read from the variable `env` with `parse`; `default` when unset or empty.
+
+    deploy says how deploy.sh treats it: passed on when set, set by deploy.sh itself, or only
+    meaningful on a developer's machine.
+    """
+    return dataclasses.field(
+        default=default, metadata={"env": env, "parse": parse, "deploy": deploy}
+    )
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{raw!r} is not true or false")
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"{raw!r} must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _seconds(maximum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number of seconds") from None
+        if not 0 < value <= maximum:
+            raise ValueError(f"{raw!r} must be more than 0 and at most {maximum:g}")
+        return value
+
+    return parse
+
+
+def _database(raw: str) -> str:
+    # The API names the default database by an empty id; gcloud calls it (default).
+    return "" if raw == "(default)" else raw
+
+
+def _origins(raw: str) -> frozenset[str]:
+    return frozenset(_origin(part) for part in _split(raw))
+
+
+def _origin(value: str) -> str:
+    if value == "*":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError(
+            f"{value!r} is not an origin; write it as https://example.com "
+            "(scheme and host, optional port, no path), or * to allow any origin"
+        )
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _page(raw: str) -> str:
+    problem = pages.problem(raw)
+    if problem:
+        raise ValueError(problem)
+    return raw
+
+
+def _page_patterns(raw: str) -> tuple[str, ...]:
+    patterns = _split(raw)
+    for pattern in patterns:
+        problem = pages.problem(pattern.removesuffix("*") or "/")
+        if problem:
+            raise ValueError(f"{pattern!r}: {problem}")
+    return tuple(patterns)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the function can be configured with."""
+    """Everything the function can be configured with, one field per environment variable."""
 
-    project: str | None = None
-    emulator_host: str | None = None
-    database: str = ""
-    namespace: str = ""
-    allowed_origins: frozenset[str] = frozenset()
-    allow_any_origin: bool = False
-    allowed_pages: tuple[str, ...] = ()
-    default_page: str = "/"
-    deadline_seconds: float = 5.0
-    badge_counts: bool = False
-    unique_window_seconds: int = 0
-    count_bots: bool = False
-    forwarded_hops: int = 1
-    shards: int = 1
-    coalesce: bool = False
+    project: str | None = setting("GOOGLE_CLOUD_PROJECT", None, _text, deploy="set-by-deploy")
+    allowed_origins: frozenset[str] = setting(
+        "ALLOWED_ORIGINS", frozenset(), _origins, deploy="set-by-deploy"
+    )
+    allowed_pages: tuple[str, ...] = setting("ALLOWED_PAGES", (), _page_patterns)
+    default_page: str = setting("DEFAULT_PAGE", "/", _page)
+    database: str = setting("DATASTORE_DATABASE", "", _database, deploy="set-by-deploy")
+    namespace: str = setting("DATASTORE_NAMESPACE", "", _text)
+    deadline_seconds: float = setting("DATASTORE_DEADLINE_SECONDS", 5.0, _seconds(60.0))
+    unique_window_seconds: int = setting(
+        "UNIQUE_WINDOW_SECONDS", 0, _integer(0, MAX_UNIQUE_WINDOW_SECONDS)
+    )
+    count_bots: bool = setting("COUNT_BOTS", False, _flag)
+    forwarded_hops: int = setting("FORWARDED_HOPS", 1, _integer(1, 10))
+    badge_counts: bool = setting("BADGE_COUNTS", False, _flag)
+    shards: int = setting("COUNTER_SHARDS", 1, _integer(1, 100))
+    coalesce: bool = setting("COALESCE_HITS", False, _flag)
+    emulator_host: str | None = setting("DATASTORE_EMULATOR_HOST", None, _text, deploy="local-only")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from environment variables; raise ConfigError naming a bad one."""
-        origins = _split(env.get("ALLOWED_ORIGINS", ""))
-        default_page = env.get("DEFAULT_PAGE", "/")
-        problem = pages.problem(default_page)
-        if problem:
-            raise ConfigError(f"DEFAULT_PAGE: {problem}")
-        return cls(
-            project=env.get("GOOGLE_CLOUD_PROJECT") or None,
-            emulator_host=env.get("DATASTORE_EMULATOR_HOST") or None,
-            # The API names the default database by an empty id; gcloud calls it (default).
-            database=env.get("DATASTORE_DATABASE", "").replace("(default)", ""),
-            namespace=env.get("DATASTORE_NAMESPACE", ""),
-            allowed_origins=frozenset(_origin(o) for o in origins if o != "*"),
-            allow_any_origin="*" in origins,
-            allowed_pages=tuple(_page_pattern(p) for p in _split(env.get("ALLOWED_PAGES", ""))),
-            default_page=default_page,
-            deadline_seconds=_seconds(env, "DATASTORE_DEADLINE_SECONDS", 5.0, maximum=60.0),
-            badge_counts=_flag(env, "BADGE_COUNTS"),
-            unique_window_seconds=_integer(env, "UNIQUE_WINDOW_SECONDS", 0, 0, 7 * 86_400),
-            count_bots=_flag(env, "COUNT_BOTS"),
-            forwarded_hops=_integer(env, "FORWARDED_HOPS", 1, 1, 10),
-            shards=_integer(env, "COUNTER_SHARDS", 1, 1, 100),
-            coalesce=_flag(env, "COALESCE_HITS"),
-        )
+        values = {}
+        for field in dataclasses.fields(cls):
+            name = field.metadata["env"]
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                continue  # unset or empty: the default
+            try:
+                values[field.name] = field.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        return cls(**values)
 
     def origin_allowed(self, origin: str) -> bool:
         """Whether a browser on this origin may call the function."""
-        return self.allow_any_origin or origin.lower() in self.allowed_origins
+        return "*" in self.allowed_origins or origin.lower() in self.allowed_origins
 
     def page_allowed(self, page: str) -> bool:
         """Whether this page may be counted (all pages when ALLOWED_PAGES is unset)."""
@@ -75,63 +172,20 @@ class Settings:
         )
 
 
+def env_names(*, deploy: Deploy | None = None) -> tuple[str, ...]:
+    """The variables the function reads, in Settings order; only those deploy treats so if given."""
+    return tuple(
+        field.metadata["env"]
+        for field in dataclasses.fields(Settings)
+        if deploy is None or field.metadata["deploy"] == deploy
+    )
+
+
+ENV_NAMES = env_names()
+"""Every environment variable the function reads."""
+
+
 @functools.cache
 def settings() -> Settings:
     """The process's settings, read from the environment on first use."""
     return Settings.from_env(os.environ)
-
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _origin(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-        raise ConfigError(
-            f"ALLOWED_ORIGINS: {value!r} is not an origin; write it as https://example.com "
-            "(scheme and host, optional port, no path), or * to allow any origin"
-        )
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _page_pattern(value: str) -> str:
-    problem = pages.problem(value.removesuffix("*") or "/")
-    if problem:
-        raise ConfigError(f"ALLOWED_PAGES: {value!r}: {problem}")
-    return value
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, maximum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
-    if not 0 < value <= maximum:
-        raise ConfigError(f"{name}: {raw!r} must be more than 0 and at most {maximum:g}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}: {raw!r} is not true or false")
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}: {raw!r} must be between {low} and {high}")
-    return value

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counter import config, pages, store
+from counter import config, owner, pages, store
+from counter.database import StoreUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     problem = pages.problem(args.page)
     if problem:
         parser.error(f"--page: {problem}")
-    counter = store.CounterStore(config.settings())
-    source = counter.key_for(args.kind, args.id if args.id is not None else args.name)
+    counts = store.build(config.settings()).counts
+    source = counts.db.key(args.kind, args.id if args.id is not None else args.name)
     try:
-        result = counter.import_count(source, args.property, args.page)
-    except (LookupError, ValueError, store.StoreUnavailable) as exc:
+        result = owner.import_count(counts, source, args.property, args.page)
+    except (LookupError, ValueError, StoreUnavailable) as exc:
         print(f"import_count: {exc}", file=sys.stderr)
         return 1
     if result.already_done:

@@ -67,23 +67,30 @@ def _run_emulator(name: str) -> Iterator[Emulator]:
 def _warm_up(host: str) -> None:
     """Run each kind of RPC once: a fresh emulator takes seconds over its first ones."""
     settings = config.Settings(
-        project=PROJECT, emulator_host=host, namespace="warm-up", deadline_seconds=60
+        project=PROJECT,
+        emulator_host=host,
+        namespace="warm-up",
+        deadline_seconds=60,
+        unique_window_seconds=60,
     )
-    counter = store.CounterStore(settings)
-    counter.read("/")
-    counter.increment("/")
-    counter.count_first_visit("/", counter.daily_salt().hex(), 1)
-    counter.count_first_visit("/", counter.daily_salt().hex(), 1)
+    counter = store.build(settings)
+    counter.counts.read("/")
+    counter.counts.increment("/")
+    counter.unique.visit("/", "192.0.2.1", "warm-up")
+    counter.unique.visit("/", "192.0.2.1", "warm-up")
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, emulator_host: str) -> Callable[..., None]:
-    """Set the function's environment for this test; settings are read afresh after each call."""
+    """Set the function's environment for this test; settings are read afresh after each call.
+
+    Every setting starts unset, whatever the shell exported, so the defaults are what is tested.
+    """
+    for name in config.ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATASTORE_EMULATOR_HOST", emulator_host)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv("ALLOWED_ORIGINS", SITE)
-    for name in ("ALLOWED_PAGES", "DEFAULT_PAGE", "DATASTORE_NAMESPACE", "DATASTORE_DATABASE"):
-        monkeypatch.delenv(name, raising=False)
 
     def apply(**values: str) -> None:
         for name, value in values.items():
@@ -142,8 +149,10 @@ class LiveServer:
             "--host=127.0.0.1",
             f"--port={self.port}",
         ]
+        # The shell's own settings stay out: each server runs with exactly the ones given.
+        inherited = {k: v for k, v in os.environ.items() if k not in config.ENV_NAMES}
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=self._log
+            command, cwd=ROOT, env={**inherited, **env}, stdout=self._log, stderr=self._log
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

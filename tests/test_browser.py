@@ -33,6 +33,7 @@ from playwright.sync_api import (
 
 from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer
 from counter import config, store
+from counter.counts import COUNT
 from scripts.emulator import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -141,21 +142,15 @@ def function(start_server: Callable[..., LiveServer], site: Site, namespace: str
 @pytest.fixture(scope="module")
 def seed(emulator_host: str, namespace: str) -> Callable[[str, int], None]:
     """Set a page's count directly in Datastore, for counts too big to reach by posting."""
-    counter = store.CounterStore(
+    counts = store.build(
         config.Settings(project=PROJECT, emulator_host=emulator_host, namespace=namespace)
-    )
+    ).counts
 
     def put(page: str, count: int) -> None:
         entity = ds.Entity(
-            key=counter.key(page), properties={store.COUNT: ds.Value(integer_value=count)}
+            key=counts.shard_key(page, 0), properties={COUNT: ds.Value(integer_value=count)}
         )
-        counter.client.commit(
-            request=ds.CommitRequest(
-                project_id=PROJECT,
-                mode=ds.CommitRequest.Mode.NON_TRANSACTIONAL,
-                mutations=[ds.Mutation(upsert=entity)],
-            )
-        )
+        counts.db.commit([ds.Mutation(upsert=entity)], deadline=counts.db.deadline())
 
     return put
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from counter import store
+from counter import unique
 from counter.config import Settings
 from scripts.emulator import free_port
 
@@ -309,7 +309,10 @@ def test_first_run_sets_ttl_on_the_kinds_that_expire(deployed: Run) -> None:
     updates = calls_of(deployed.calls, "firestore fields ttls update")
 
     policies = {(flags(call)["collection-group"], call[4]) for call in updates}
-    assert policies == {(store.MARKER_KIND, store.EXPIRE_AT), (store.SALT_KIND, store.EXPIRE_AT)}
+    assert policies == {
+        (unique.MARKER_KIND, unique.EXPIRE_AT),
+        (unique.SALT_KIND, unique.EXPIRE_AT),
+    }
     for call in updates:
         assert "enable-ttl" in flags(call)
         assert flags(call)["database"] == "(default)"

@@ -240,3 +240,22 @@ def test_unreachable_database_answers_503_within_the_deadline(
         response = client.open("/", method=method, query_string={"page": page})
         assert_error(response, 503)
         assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("coalesce", ["false", "true"])
+def test_a_fault_answers_500_with_its_traceback_logged_not_503(
+    client: FlaskClient,
+    env: Callable[..., None],
+    page: str,
+    coalesce: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Datastore refuses a reserved namespace: a configuration fault, not the database being away.
+    env(DATASTORE_NAMESPACE="__reserved__", COALESCE_HITS=coalesce)
+    response = client.post("/", query_string={"page": page}, headers={"User-Agent": "Mozilla/5.0"})
+    assert_error(response, 500)
+    assert "Retry-After" not in response.headers
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    entry = json.loads(line)
+    assert entry["severity"] == "ERROR"
+    assert "InvalidArgument" in entry["stack_trace"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from werkzeug.datastructures import Headers
 
 from conftest import ROOT
-from counter import logs, pages
+from counter import config, logs, pages
 from counter.config import ConfigError, Settings
 
 
@@ -58,6 +59,10 @@ def test_origins_are_compared_without_case_or_trailing_slash() -> None:
         ("DATASTORE_DEADLINE_SECONDS", "soon"),
         ("DATASTORE_DEADLINE_SECONDS", "0"),
         ("DATASTORE_DEADLINE_SECONDS", "600"),
+        ("UNIQUE_WINDOW_SECONDS", "86401"),
+        ("UNIQUE_WINDOW_SECONDS", "-1"),
+        ("COUNTER_SHARDS", "many"),
+        ("COALESCE_HITS", "maybe"),
     ],
 )
 def test_bad_settings_name_their_variable(name: str, value: str) -> None:
@@ -116,3 +121,21 @@ def test_a_bad_setting_stops_the_function_at_start_up() -> None:
     )
     assert result.returncode != 0
     assert "ALLOWED_ORIGINS: 'me.example' is not an origin" in result.stderr
+
+
+def test_a_unique_window_of_up_to_a_day_is_accepted() -> None:
+    settings = Settings.from_env({"UNIQUE_WINDOW_SECONDS": str(config.MAX_UNIQUE_WINDOW_SECONDS)})
+    assert settings.unique_window_seconds == 86_400
+
+
+def test_deploy_passes_on_exactly_the_settings_config_reads() -> None:
+    script = (ROOT / "deploy.sh").read_text()
+    [listed] = re.findall(r"^FUNCTION_SETTINGS=\(([^)]*)\)", script, flags=re.MULTILINE)
+    assert sorted(listed.split()) == sorted(config.env_names(deploy="passed-on"))
+
+
+def test_the_readme_documents_every_setting_and_no_other() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([A-Z_]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(config.ENV_NAMES)

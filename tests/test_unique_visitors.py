@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +15,9 @@ from google.cloud import datastore_v1 as ds
 
 from conftest import LiveServer, RpcCounter
 from counter import config, store
+from counter.counts import KIND
+from counter.database import Database
+from counter.unique import MARKER_KIND, SALT_KIND
 
 WINDOW = 1800
 CHROME = (
@@ -49,6 +53,11 @@ BOTS = {
 }
 
 
+def day_of(seconds: float) -> str:
+    """The UTC date of a moment, as salts are named."""
+    return time.strftime("%Y-%m-%d", time.gmtime(seconds))
+
+
 class FakeClock:
     """A clock the test moves by hand, so windows pass without sleeping."""
 
@@ -82,7 +91,7 @@ def unique(
     """The function with a half-hour window, a fake clock and counted RPCs."""
     env(UNIQUE_WINDOW_SECONDS=str(WINDOW))
     stores = functools.cache(
-        lambda settings: store.CounterStore(settings, clock=clock, interceptors=(rpcs,))
+        lambda settings: store.build(settings, clock=clock, interceptors=(rpcs,))
     )
     monkeypatch.setattr(store, "for_settings", stores)
     return client
@@ -116,11 +125,24 @@ def test_a_visit_after_the_window_counts_even_if_ttl_kept_the_marker(
 ) -> None:
     visit(unique, page)
     clock.now += WINDOW + 1
-    counter = store.for_settings(config.settings())
-    markers = run_query(counter, store.MARKER_KIND)
+    markers = run_query(store.for_settings(config.settings()).db, MARKER_KIND)
     assert markers, "the emulator has no TTL, so the expired marker is still stored"
     assert visit(unique, page) == {"count": 2, "counted": True}
     assert visit(unique, page) == {"count": 2, "counted": False}
+
+
+def test_a_window_that_spans_midnight_still_knows_the_visitor(
+    unique: FlaskClient, page: str, clock: FakeClock
+) -> None:
+    midnight = clock.now - clock.now % 86_400 + 86_400
+    clock.now = midnight - 600  # 23:50 UTC
+    assert visit(unique, page) == {"count": 1, "counted": True}
+    clock.now = midnight + 300  # today's salt is new, yesterday's marker still counts
+    assert visit(unique, page) == {"count": 1, "counted": False}
+    assert visit(unique, page) == {"count": 1, "counted": False}
+    assert visit(unique, page, address="198.51.100.20") == {"count": 2, "counted": True}
+    clock.now = midnight - 600 + WINDOW + 1  # the window that began at 23:50 is over
+    assert visit(unique, page) == {"count": 3, "counted": True}
 
 
 @pytest.mark.parametrize(
@@ -177,15 +199,15 @@ def test_every_instance_uses_the_same_salt_and_it_changes_daily(
 ) -> None:
     env(DATASTORE_NAMESPACE=f"salt-{clock.now}")
     settings = config.settings()
-    first = store.CounterStore(settings, clock=clock)
-    second = store.CounterStore(settings, clock=clock)
-    today = first.daily_salt()
-    assert second.daily_salt() == today
+    first = store.build(settings, clock=clock).unique
+    second = store.build(settings, clock=clock).unique
+    today = first.salt(day_of(clock.now))
+    assert second.salt(day_of(clock.now)) == today
     assert len(today) == 32
     clock.now += 86_400
-    tomorrow = second.daily_salt()
+    tomorrow = second.salt(day_of(clock.now))
     assert tomorrow != today
-    assert first.daily_salt() == tomorrow
+    assert first.salt(day_of(clock.now)) == tomorrow
 
 
 @pytest.mark.parametrize("agent", BOTS.values(), ids=BOTS.keys())
@@ -207,19 +229,15 @@ def test_real_browsers_count(client: FlaskClient, page: str, agent: str) -> None
     assert visit(client, page, agent=agent) == {"count": 1, "counted": True}
 
 
-def run_query(counter: store.CounterStore, kind: str = "") -> list[ds.Entity]:
-    """Every entity of a kind (or of every kind) in the store's namespace."""
+def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
+    """Every entity of a kind (or of every kind) in the database's namespace."""
     query = ds.Query(kind=[ds.KindExpression(name=kind)] if kind else [])
     request = ds.RunQueryRequest(
-        project_id=counter.project,
-        partition_id=ds.PartitionId(
-            project_id=counter.project, namespace_id=config.settings().namespace
-        ),
+        project_id=db.project,
+        partition_id=ds.PartitionId(project_id=db.project, namespace_id=db.settings.namespace),
         query=query,
     )
-    return [
-        result.entity for result in counter.client.run_query(request=request).batch.entity_results
-    ]
+    return [result.entity for result in db.client.run_query(request=request).batch.entity_results]
 
 
 def test_nothing_stored_holds_the_address_or_user_agent(
@@ -230,9 +248,9 @@ def test_nothing_stored_holds_the_address_or_user_agent(
     visit(unique, page, agent=secrets["agent"], address=secrets["address"])
     clock.now += WINDOW + 1
     visit(unique, page, agent=secrets["agent"], address=secrets["address"])
-    entities = run_query(store.for_settings(config.settings()))
+    entities = run_query(store.for_settings(config.settings()).db)
     kinds = {entity.key.path[0].kind for entity in entities}
-    assert kinds == {store.KIND, store.MARKER_KIND, store.SALT_KIND}
+    assert kinds == {KIND, MARKER_KIND, SALT_KIND}
     stored = repr([ds.Entity.to_json(entity) for entity in entities])
     for value in (*secrets.values(), "203.0.113", "Safari", "iPhone"):
         assert value not in stored
