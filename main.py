@@ -7,7 +7,7 @@ import time
 import flask
 import functions_framework
 
-from counter import badge, config, logs, pages, store, visitors
+from counter import addresses, badge, config, logs, pages, store, visitors
 from counter.counts import Visit
 from counter.database import StoreUnavailable
 from counter.responses import (
@@ -104,8 +104,8 @@ def _visit(
         return Visit(counter.counts.read(page), counted=False, reason="bot")
     if not settings.unique_window_seconds:
         return Visit(counter.counts.increment(page), counted=True)
-    address = visitors.client_address(
-        request.headers.get("X-Forwarded-For"), request.remote_addr, settings.forwarded_hops
+    address = addresses.client(
+        request.headers.get("X-Forwarded-For"), request.remote_addr, hops=settings.forwarded_hops
     )
     return counter.unique.visit(page, address, agent)
 

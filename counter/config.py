@@ -138,7 +138,10 @@ class Settings:
         "UNIQUE_WINDOW_SECONDS", 0, _integer(0, MAX_UNIQUE_WINDOW_SECONDS)
     )
     count_bots: bool = setting("COUNT_BOTS", False, _flag)
-    forwarded_hops: int = setting("FORWARDED_HOPS", 1, _integer(1, 10))
+    # 0: the client is the right-most forwarded address that is not Google's or private.
+    forwarded_hops: int = setting("FORWARDED_HOPS", 0, _integer(0, 10))
+    rate_limit_per_minute: int = setting("RATE_LIMIT_PER_MINUTE", 60, _integer(0, 100_000))
+    daily_write_limit: int = setting("DAILY_WRITE_LIMIT", 0, _integer(0, 1_000_000_000))
     badge_counts: bool = setting("BADGE_COUNTS", False, _flag)
     shards: int = setting("COUNTER_SHARDS", 1, _integer(1, 100))
     coalesce: bool = setting("COALESCE_HITS", False, _flag)

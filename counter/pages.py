@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from urllib.parse import unquote
 
 MAX_PAGE_LENGTH = 256
 """Longest page accepted, in characters: a URL path, far below Datastore's 1,500-byte key limit."""
@@ -10,6 +11,7 @@ MAX_PAGE_LENGTH = 256
 # Control characters, line/paragraph separators and lone surrogates: none belongs in a path,
 # and each can forge log lines or break keys.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def problem(page: str) -> str | None:
@@ -22,4 +24,21 @@ def problem(page: str) -> str | None:
         return "page must be a path without a query or fragment"
     if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in page):
         return "page contains control characters"
+    # A page is a key, never resolved like a file path, so /blog/../x would be a page of its
+    # own under /blog/: refused, so that an ALLOWED_PAGES prefix means what it says.
+    segments = page.split("/")[1:]
+    if any(_decoded(segment) in _DOT_SEGMENTS for segment in segments):
+        return "page must not contain . or .. segments"
+    if "" in segments[:-1]:
+        return "page must not contain an empty segment (//)"
     return None
+
+
+def _decoded(segment: str) -> str:
+    """A segment with its percent-encoding undone, however many times it was applied."""
+    for _ in range(3):
+        decoded = unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment

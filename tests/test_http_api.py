@@ -151,6 +151,9 @@ def test_preflight_for_a_refused_method_is_refused(client: FlaskClient) -> None:
         ("/a\u2028b", "control characters"),
         ("/a?b=c", "without a query"),
         ("/a#top", "without a query or fragment"),
+        ("/blog/../admin", ". or .. segments"),
+        ("/blog/%2e%2e/admin", ". or .. segments"),
+        ("/blog//x", "empty segment"),
     ],
 )
 def test_bad_pages_are_refused_and_nothing_is_written(
@@ -188,6 +191,15 @@ def test_small_body_is_ignored(client: FlaskClient, page: str) -> None:
 def test_other_paths_are_not_found(client: FlaskClient, page: str) -> None:
     assert_error(client.post("/admin", query_string={"page": page}), 404)
     assert count_of(client, page) == 0
+
+
+def test_dot_segments_do_not_slip_past_an_allowed_prefix(
+    client: FlaskClient, env: Callable[..., None]
+) -> None:
+    env(ALLOWED_PAGES="/blog/*")
+    for page in ("/blog/../../x", "/blog/%2e%2e/%2e%2e/x", "/blog/./x"):
+        response = client.post("/", query_string={"page": page})
+        assert ". or .. segments" in assert_error(response, 400)["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,16 @@ def accepts(parameter: dict, value: str) -> bool:
         "/a\x85b",
         "/a\u2028b",
         "/a\u2029b",
+        "/blog/../x",
+        "/blog/./x",
+        "/blog/%2e%2E/x",
+        "/blog/%252e/x",
+        "/blog/..",
+        "/blog/.../x",
+        "/.well-known",
+        "//a",
+        "/a//b",
+        "/a/",
     ],
 )
 def test_page_rule_in_the_contract_matches_the_function(page: str) -> None:

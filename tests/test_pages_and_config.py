@@ -15,12 +15,22 @@ from counter import config, logs, pages
 from counter.config import ConfigError, Settings
 
 
-@pytest.mark.parametrize("page", ["/", "/blog/post-1", "/caf%C3%A9", "/café", "/a b", "/" * 256])
+@pytest.mark.parametrize(
+    "page",
+    ["/", "/blog/post-1", "/blog/", "/caf%C3%A9", "/café", "/a b", "/.well-known", "/a/.../b"],
+)
 def test_reasonable_pages_are_accepted(page: str) -> None:
     assert pages.problem(page) is None
 
 
-@pytest.mark.parametrize("page", ["", "x", "/" * 257, "/\t", "/\x7f", "/a?b", "/a#b", "/\ud800"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        *("", "x", "/" * 257, "/\t", "/\x7f", "/a?b", "/a#b", "/\ud800"),
+        *("/blog/../x", "/blog/./x", "/blog/..", "/blog/%2e%2e/x", "/blog/%2E./x", "/%252e%252e"),
+        *("//a", "/a//b", "//"),
+    ],
+)
 def test_malformed_pages_are_named(page: str) -> None:
     assert pages.problem(page)
 
