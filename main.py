@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import flask
 import functions_framework
 
-from counter import addresses, badge, config, logs, pages, store, visitors
+from counter import addresses, badge, config, limits, logs, pages, store, visitors
 from counter.counts import Visit
 from counter.database import StoreUnavailable
 from counter.responses import (
@@ -82,32 +83,80 @@ def _handle(
     _check_body(request)
     if method == "OPTIONS":
         return _options(request)
+    caller = Caller(
+        addresses.client(
+            request.headers.get("X-Forwarded-For"),
+            request.remote_addr,
+            hops=settings.forwarded_hops,
+        ),
+        request.headers.get("User-Agent", ""),
+    )
+    # Before anything touches Datastore: a refused request costs nothing but this check.
+    rate = limits.for_settings(settings).requests
+    decision = rate.check(caller.address, caller.user_agent) if rate is not None else None
+    if decision is not None and not decision.allowed:
+        raise HttpError(
+            429,
+            f"too many requests from this client; try again in {decision.retry_after_seconds} s",
+            decision.headers(),
+        )
+    response = _respond(request, settings, caller, log)
+    if decision is not None:
+        response.headers.update(decision.headers())
+    return response
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: the client's address (see counter/addresses.py), its user agent."""
+
+    address: str
+    user_agent: str
+
+
+def _respond(
+    request: flask.Request, settings: config.Settings, caller: Caller, log: dict[str, object]
+) -> flask.Response:
     if request.path == BADGE_PATH:
         return _badge(request, settings, log)
     page = _page(request, settings)
     log["page"] = page
     counter = store.for_settings(settings)
-    if method != "POST":
+    if request.method != "POST":
         count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})
-    visit = _visit(request, settings, counter, page)
+    visit = _visit(settings, counter, page, caller)
     log.update(count=visit.count, counted=visit.counted)
     return json_response(200, {"count": visit.count, "counted": visit.counted})
 
 
-def _visit(
-    request: flask.Request, settings: config.Settings, counter: store.Store, page: str
-) -> Visit:
-    agent = request.headers.get("User-Agent", "")
-    if not settings.count_bots and visitors.is_bot(agent):
+def _visit(settings: config.Settings, counter: store.Store, page: str, caller: Caller) -> Visit:
+    if not settings.count_bots and visitors.is_bot(caller.user_agent):
         return Visit(counter.counts.read(page), counted=False, reason="bot")
-    if not settings.unique_window_seconds:
-        return Visit(counter.counts.increment(page), counted=True)
-    address = addresses.client(
-        request.headers.get("X-Forwarded-For"), request.remote_addr, hops=settings.forwarded_hops
-    )
-    return counter.unique.visit(page, address, agent)
+    return _count(settings, counter, page, caller if settings.unique_window_seconds else None)
+
+
+def _count(
+    settings: config.Settings, counter: store.Store, page: str, visitor: Caller | None
+) -> Visit:
+    """Count a visit (once per window, for a visitor given) unless DAILY_WRITE_LIMIT is reached."""
+    writes = limits.for_settings(settings).writes
+    if writes.exhausted():
+        return Visit(counter.counts.read(page), counted=False, reason="daily-limit")
+    if visitor is None:
+        visit = Visit(counter.counts.increment(page), counted=True)
+    else:
+        visit = counter.unique.visit(page, visitor.address, visitor.user_agent)
+    if visit.counted and writes.record():
+        logs.write(
+            {
+                "severity": "WARNING",
+                "message": f"DAILY_WRITE_LIMIT reached: {writes.limit} counted visits on this "
+                "instance today; visits are answered but not counted until midnight UTC",
+            }
+        )
+    return visit
 
 
 def _badge(
@@ -124,8 +173,8 @@ def _badge(
         raise HttpError(403, "counting from a badge is off; see BADGE_COUNTS")
     page = _page(request, settings)
     log["page"] = page
-    counts = store.for_settings(settings).counts
-    count = counts.increment(page) if counting else counts.read(page)
+    counter = store.for_settings(settings)
+    count = _count(settings, counter, page, None).count if counting else counter.counts.read(page)
     log["count"] = count
     return flask.Response(
         badge.render(text, count, fill), 200, _BADGE_HEADERS, mimetype="image/svg+xml"

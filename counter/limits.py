@@ -8,6 +8,7 @@ as a keyed hash under a random key that never leaves the process, in a table of 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import hmac
 import math
@@ -16,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from counter.config import Settings
 
 MAX_CLIENTS = 10_000
 """Clients remembered at once; the least recently seen is forgotten first."""
@@ -138,3 +141,20 @@ class DailyWrites:
         day = int(self._clock() // 86_400)
         if day != self._day:
             self._day, self._count = day, 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One instance's limits: requests per client (None when off) and writes per day."""
+
+    requests: RateLimiter | None
+    writes: DailyWrites
+
+
+@functools.cache
+def for_settings(settings: Settings) -> Limits:
+    """The one set of limits of this process for these settings."""
+    requests = (
+        RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+    )
+    return Limits(requests, DailyWrites(settings.daily_write_limit))

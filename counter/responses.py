@@ -11,6 +11,8 @@ from counter.config import Settings
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
 PREFLIGHT_MAX_AGE = "86400"
 RETRY_AFTER_SECONDS = "5"
+EXPOSED_HEADERS = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+"""Headers beyond the CORS-safelisted ones that a page's script may read."""
 
 
 class HttpError(Exception):
@@ -56,3 +58,4 @@ def add_cors(response: flask.Response, origin: str | None, settings: Settings) -
     response.vary.add("Origin")
     if origin is not None and settings.origin_allowed(origin):
         response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS

@@ -464,6 +464,46 @@ def test_a_hung_function_is_given_up_after_the_timeout(
     assert tab.page_errors == []
 
 
+def test_a_rate_limited_visit_keeps_the_fallback_and_is_not_retried(
+    browser: Browser,
+    start_server: Callable[..., LiveServer],
+    site: Site,
+    site_dir: Path,
+    namespace: str,
+    page: str,
+) -> None:
+    limited = start_server(
+        "browser-limited",
+        ALLOWED_ORIGINS=site.origin,
+        DATASTORE_NAMESPACE=namespace,
+        RATE_LIMIT_PER_MINUTE="1",
+    )
+    url = f"{site.origin}/{publish(site_dir, counter_span(limited.url, page))}"
+    context = new_context(browser)
+    try:
+        tab = Tab(context.new_page())
+        tab.page.on("console", lambda m: tab.warnings.append(m.text) if m.type == "warning" else 0)
+        tab.page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
+        tab.page.on(
+            "response",
+            lambda r: (
+                tab.function_calls.append((r.request.method, str(r.status)))
+                if r.url.startswith(limited.url)
+                else None
+            ),
+        )
+        assert load(tab, url) == ["1"]
+        assert load(tab, url) == [FALLBACK]  # the second visit within the minute: 429
+        assert state(tab) == "error"
+    finally:
+        context.close()
+    assert tab.function_calls == [("POST", "200"), ("POST", "429")]
+    assert len(tab.warnings) == 1
+    assert "HTTP 429" in tab.warnings[0]
+    assert tab.page_errors == []
+    assert count_of(limited, page) == 1
+
+
 def test_demo_page(
     open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer
 ) -> None:
