@@ -28,6 +28,7 @@ from playwright.sync_api import (
     Dialog,
     Page,
     Request,
+    Response,
     sync_playwright,
 )
 
@@ -482,16 +483,18 @@ def test_a_rate_limited_visit_keeps_the_fallback_and_is_not_retried(
     context = new_context(browser)
     try:
         tab = Tab(context.new_page())
-        tab.page.on("console", lambda m: tab.warnings.append(m.text) if m.type == "warning" else 0)
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "warning":
+                tab.warnings.append(message.text)
+
+        def on_response(response: Response) -> None:
+            if response.url.startswith(limited.url):
+                tab.function_calls.append((response.request.method, str(response.status)))
+
+        tab.page.on("console", on_console)
         tab.page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
-        tab.page.on(
-            "response",
-            lambda r: (
-                tab.function_calls.append((r.request.method, str(r.status)))
-                if r.url.startswith(limited.url)
-                else None
-            ),
-        )
+        tab.page.on("response", on_response)
         assert load(tab, url) == ["1"]
         assert load(tab, url) == [FALLBACK]  # the second visit within the minute: 429
         assert state(tab) == "error"
