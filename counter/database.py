@@ -48,6 +48,9 @@ _RETRY_IDEMPOTENT = retries.if_exception_type(
     exceptions.Aborted, exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
 )
 
+_LOOKUP_LIMIT = 1000
+"""Most keys Datastore takes in one Lookup."""
+
 _T = TypeVar("_T")
 
 
@@ -93,19 +96,15 @@ class Database:
             self._project = project
         return self._project
 
-    def key(self, kind: str, name_or_id: str | int) -> ds.Key:
-        """A key of this project, database and namespace."""
+    def key(self, kind: str, name_or_id: str | int, *, parent: ds.Key | None = None) -> ds.Key:
+        """A key of this project, database and namespace, under a parent key if given."""
         element = (
             ds.Key.PathElement(kind=kind, id=name_or_id)
             if isinstance(name_or_id, int)
             else ds.Key.PathElement(kind=kind, name=name_or_id)
         )
-        partition = ds.PartitionId(
-            project_id=self.project,
-            database_id=self.settings.database,
-            namespace_id=self.settings.namespace,
-        )
-        return ds.Key(partition_id=partition, path=[element])
+        path = [*parent.path, element] if parent is not None else [element]
+        return ds.Key(partition_id=self._partition(), path=path)
 
     def deadline(self) -> float:
         """The monotonic time by which a request's Datastore work must be done."""
@@ -148,16 +147,27 @@ class Database:
     def lookup(
         self, keys: Sequence[ds.Key], *, deadline: float, transaction: bytes = b""
     ) -> dict[KeyPath, ds.Entity]:
-        """The entities found for these keys, by key path; missing keys are absent."""
-        request = ds.LookupRequest(
-            project_id=self.project, database_id=self.settings.database, keys=list(keys)
-        )
-        if transaction:
-            request.read_options = ds.ReadOptions(transaction=transaction)
-        response = self._call(
-            self.client.lookup, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
-        )
-        return {path_of(result.entity.key): result.entity for result in response.found}
+        """The entities found for these keys, by key path; missing keys are absent.
+
+        One Lookup for up to 1,000 keys. Datastore takes no more in one request, and may defer
+        some keys of a large one: those are asked for again, within the same deadline.
+        """
+        found: dict[KeyPath, ds.Entity] = {}
+        pending = list(keys)
+        while pending:
+            request = ds.LookupRequest(
+                project_id=self.project,
+                database_id=self.settings.database,
+                keys=pending[:_LOOKUP_LIMIT],
+            )
+            if transaction:
+                request.read_options = ds.ReadOptions(transaction=transaction)
+            response = self._call(
+                self.client.lookup, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
+            )
+            found.update((path_of(result.entity.key), result.entity) for result in response.found)
+            pending = [*response.deferred, *pending[_LOOKUP_LIMIT:]]
+        return found
 
     def begin(self, *, deadline: float) -> bytes:
         """Begin a read-write transaction and return its id."""
@@ -212,6 +222,13 @@ class Database:
             raise StoreUnavailable(f"no answer within the deadline: {exc.cause}") from exc
         except _TRANSIENT as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    def _partition(self) -> ds.PartitionId:
+        return ds.PartitionId(
+            project_id=self.project,
+            database_id=self.settings.database,
+            namespace_id=self.settings.namespace,
+        )
 
     def _transport(self) -> DatastoreGrpcTransport:
         # The GAPIC layer does not read DATASTORE_EMULATOR_HOST the way the high-level client

@@ -68,7 +68,7 @@ def _import_once(
     # Never retried on a lost answer: import_count() retries only ABORTED, which wrote nothing,
     # so the old count is never added twice.
     response = db.commit([mutation], deadline=deadline, transaction=transaction)
-    count = counts.total_after(page, added_value(response), deadline)
+    count = counts.total_after(page, added_value(response, 0), deadline)
     return ImportResult(imported=amount, count=count, already_done=False)
 
 
