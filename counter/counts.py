@@ -97,6 +97,10 @@ class PageCounts:
         name = f"{page}{SHARD_SEPARATOR}{shard}" if shard else page
         return self.db.key(KIND, name)
 
+    def today(self) -> str:
+        """Today's UTC date by the counts' clock."""
+        return days.date_of(self._clock())
+
     def day_key(self, page: str, date: str, shard: int = 0) -> ds.Key:
         """The key of one shard of a page's count for a UTC date (YYYY-MM-DD)."""
         name = f"{date}{SHARD_SEPARATOR}{shard}" if shard else date
@@ -156,7 +160,7 @@ class PageCounts:
 
         The Lookup asks for (count + 1) x shards keys; up to 1,000 fit in one request.
         """
-        dates = days.ending(days.date_of(self._clock()), count)
+        dates = days.ending(self.today(), count)
         total_keys = self.keys(page)
         day_keys = {
             date: [self.day_key(page, date, s) for s in range(self.shards)] for date in dates

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import google.auth
@@ -169,6 +169,65 @@ class Database:
             pending = [*response.deferred, *pending[_LOOKUP_LIMIT:]]
         return found
 
+    def query(
+        self,
+        kind: str,
+        *,
+        ancestor: ds.Key | None = None,
+        start: ds.Key | None = None,
+        end: ds.Key | None = None,
+        keys_only: bool = False,
+        transaction: bytes = b"",
+        batch_size: int | None = None,
+    ) -> Iterator[ds.Entity]:
+        """Every entity of a kind in key order, under an ancestor and from start to before end.
+
+        Runs RunQuery batch after batch, each from the last one's cursor and with a deadline of
+        its own, so a long listing is bounded per request rather than in total. keys_only
+        returns entities without properties.
+        """
+        filters = []
+        if ancestor is not None:
+            filters.append(_key_filter(ds.PropertyFilter.Operator.HAS_ANCESTOR, ancestor))
+        if start is not None:
+            filters.append(_key_filter(ds.PropertyFilter.Operator.GREATER_THAN_OR_EQUAL, start))
+        if end is not None:
+            filters.append(_key_filter(ds.PropertyFilter.Operator.LESS_THAN, end))
+        query = ds.Query(kind=[ds.KindExpression(name=kind)])
+        if len(filters) == 1:
+            query.filter = filters[0]
+        elif filters:
+            query.filter = ds.Filter(
+                composite_filter=ds.CompositeFilter(
+                    op=ds.CompositeFilter.Operator.AND, filters=filters
+                )
+            )
+        if keys_only:
+            query.projection = [ds.Projection(property=ds.PropertyReference(name="__key__"))]
+        if batch_size is not None:
+            query.limit = batch_size
+        request = ds.RunQueryRequest(
+            project_id=self.project,
+            database_id=self.settings.database,
+            partition_id=self._partition(),
+            query=query,
+        )
+        if transaction:
+            request.read_options = ds.ReadOptions(transaction=transaction)
+        while True:
+            response = self._call(
+                self.client.run_query,
+                request,
+                deadline=self.deadline(),
+                retry_if=_RETRY_IDEMPOTENT,
+            )
+            batch = response.batch
+            yield from (result.entity for result in batch.entity_results)
+            done = batch.more_results == ds.QueryResultBatch.MoreResultsType.NO_MORE_RESULTS
+            if done or batch.end_cursor == request.query.start_cursor:
+                return
+            request.query.start_cursor = batch.end_cursor
+
     def begin(self, *, deadline: float) -> bytes:
         """Begin a read-write transaction and return its id."""
         request = ds.BeginTransactionRequest(
@@ -249,6 +308,16 @@ class Database:
 def path_of(key: ds.Key) -> KeyPath:
     """A key's path as a hashable value."""
     return tuple((element.kind, element.name, element.id) for element in key.path)
+
+
+def _key_filter(operator: ds.PropertyFilter.Operator, key: ds.Key) -> ds.Filter:
+    return ds.Filter(
+        property_filter=ds.PropertyFilter(
+            property=ds.PropertyReference(name="__key__"),
+            op=operator,
+            value=ds.Value(key_value=key),
+        )
+    )
 
 
 def _secure_channel(*args: object, options: list | None = None, **kwargs: object) -> grpc.Channel:
