@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import flask
 import functions_framework
 
-from counter import addresses, badge, config, limits, logs, pages, store, visitors
+from counter import addresses, badge, config, days, limits, logs, pages, store, visitors
 from counter.counts import Visit
 from counter.database import StoreUnavailable
 from counter.responses import (
@@ -121,11 +121,16 @@ def _respond(
         return _badge(request, settings, log)
     page = _page(request, settings)
     log["page"] = page
+    history_days = _days(request, settings)
     counter = store.for_settings(settings)
     if request.method != "POST":
+        if history_days is not None:
+            return _history(counter, page, history_days, log)
         count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})
+    if history_days is not None:
+        raise HttpError(400, "days reads the per-day history: ask with GET, which counts nothing")
     visit = _visit(settings, counter, page, caller)
     log.update(count=visit.count, counted=visit.counted)
     return json_response(200, {"count": visit.count, "counted": visit.counted})
@@ -157,6 +162,13 @@ def _count(
             }
         )
     return visit
+
+
+def _history(counter: store.Store, page: str, count: int, log: dict[str, object]) -> flask.Response:
+    history = counter.counts.read_days(page, count)
+    log["count"] = history.total
+    per_day = [{"date": day.date, "count": day.count} for day in history.days]
+    return json_response(200, {"count": history.total, "days": per_day})
 
 
 def _badge(
@@ -204,6 +216,21 @@ def _check_body(request: flask.Request) -> None:
     # A chunked body declares no length: read one byte past the limit to find out.
     if declared is None and len(request.stream.read(MAX_BODY_BYTES + 1)) > MAX_BODY_BYTES:
         raise too_big
+
+
+def _days(request: flask.Request, settings: config.Settings) -> int | None:
+    """How many days of history the request asks for, if any."""
+    given = request.args.getlist("days")
+    if not given:
+        return None
+    if len(given) > 1:
+        raise HttpError(400, "give days at most once")
+    if not settings.history:
+        raise HttpError(403, "per-day history is off here; see HISTORY")
+    try:
+        return days.parse_count(given[0])
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def _page(request: flask.Request, settings: config.Settings) -> str:

@@ -145,6 +145,7 @@ class Settings:
     badge_counts: bool = setting("BADGE_COUNTS", False, _flag)
     shards: int = setting("COUNTER_SHARDS", 1, _integer(1, 100))
     coalesce: bool = setting("COALESCE_HITS", False, _flag)
+    history: bool = setting("HISTORY", True, _flag)
     emulator_host: str | None = setting("DATASTORE_EMULATOR_HOST", None, _text, deploy="local-only")
 
     @classmethod

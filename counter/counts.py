@@ -3,16 +3,25 @@
 A hit is one Commit whose mutation upserts the page's key with an empty property mask and an
 increment transform. The server adds one atomically and returns the new value, so concurrent
 hits are never lost and each caller learns its own number, without a read first.
+
+With history on, the same Commit also adds the hit to the page's count for the UTC day: an
+entity of kind PageDay named by the date, under the page's key, so a page's days are found by
+their keys (one Lookup for N days) or by an ancestor query (all of them, for the owner's tools).
+A sharded page has sharded days too, written through the same shard number as its total: a day
+takes every hit the page takes, so it is as hot as the page.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.cloud import datastore_v1 as ds
 
+from counter import days
 from counter.batching import GroupCommit
 from counter.database import Database, KeyPath, path_of
 
@@ -25,6 +34,10 @@ COUNT = "count"
 SHARD_SEPARATOR = "#"
 """Extra shards of a page are named page#1 … page#N-1; a page never holds '#', so none collide."""
 
+DAY_KIND = "PageDay"
+"""Kind of a page's per-day counts: the key name is the UTC date (date#k for shard k), the parent
+the page's own PageCount key; its integer property is COUNT."""
+
 
 @dataclass(frozen=True)
 class Visit:
@@ -35,12 +48,39 @@ class Visit:
     reason: str | None = None
 
 
-class PageCounts:
-    """Read and add to pages' counts, optionally sharded, optionally with group commit."""
+@dataclass(frozen=True)
+class DayCount:
+    """Visits counted on one UTC day."""
 
-    def __init__(self, db: Database, *, shards: int = 1, coalesce: bool = False) -> None:
+    date: str
+    count: int
+
+
+@dataclass(frozen=True)
+class History:
+    """A page's total and its counts for consecutive days, oldest first."""
+
+    total: int
+    days: list[DayCount]
+
+
+class PageCounts:
+    """Read and add to pages' counts, optionally sharded, per day, with group commit."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        shards: int = 1,
+        coalesce: bool = False,
+        history: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """clock gives the time that decides a visit's UTC day (tests pass their own)."""
         self.db = db
         self.shards = shards
+        self.history = history
+        self._clock = clock
         self._group = GroupCommit(self.add, exact=shards == 1) if coalesce else None
 
     @property
@@ -57,6 +97,15 @@ class PageCounts:
         name = f"{page}{SHARD_SEPARATOR}{shard}" if shard else page
         return self.db.key(KIND, name)
 
+    def today(self) -> str:
+        """Today's UTC date by the counts' clock."""
+        return days.date_of(self._clock())
+
+    def day_key(self, page: str, date: str, shard: int = 0) -> ds.Key:
+        """The key of one shard of a page's count for a UTC date (YYYY-MM-DD)."""
+        name = f"{date}{SHARD_SEPARATOR}{shard}" if shard else date
+        return self.db.key(DAY_KIND, name, parent=self.shard_key(page, 0))
+
     def increment(self, page: str) -> int:
         """Add one visit to a page and return its new count, in one Commit (perhaps shared)."""
         deadline = self.db.deadline()
@@ -65,27 +114,34 @@ class PageCounts:
         return self.add(page, 1, deadline)
 
     def add(self, page: str, by: int, deadline: float) -> int:
-        """Add to a page's count in one Commit and return the page's count after it."""
+        """Add to a page's count (and today's) in one Commit; return the page's count after it."""
         # Only ABORTED is retried: it guarantees nothing was written. A timeout or a lost
         # connection leaves the outcome unknown, and retrying it could count the visit twice.
-        response = self.db.commit([self.increment_mutation(page, by=by)], deadline=deadline)
-        return self.total_after(page, added_value(response), deadline)
+        mutations = self.increment_mutations(page, by=by)
+        # Total and day move together or not at all: a non-transactional Commit of several
+        # mutations may apply only some of them.
+        response = self.db.commit(mutations, deadline=deadline, atomic=len(mutations) > 1)
+        return self.total_after(page, added_value(response, 0), deadline)
+
+    def increment_mutations(
+        self, page: str, *, by: int = 1, now: float | None = None
+    ) -> list[ds.Mutation]:
+        """What counts `by` visits: an increment of a random shard of the page's total, then
+        (with history) of the same shard of its count for the UTC day of `now` (default: now)."""
+        shard = random.randrange(self.shards)
+        mutations = [self.increment_mutation(page, by=by, shard=shard)]
+        if self.history:
+            date = days.date_of(self._clock() if now is None else now)
+            mutations.append(_increment(self.day_key(page, date, shard), by))
+        return mutations
 
     def increment_mutation(
         self, page: str, *, by: int = 1, shard: int | None = None
     ) -> ds.Mutation:
-        """An upsert that adds `by` to one shard of a page (a random one unless given)."""
+        """An upsert that adds `by` to one shard of a page's total (a random one unless given)."""
         if shard is None:
             shard = random.randrange(self.shards)
-        return ds.Mutation(
-            upsert=ds.Entity(key=self.shard_key(page, shard)),
-            # An empty mask updates no listed property, so the upsert keeps every other property
-            # of an existing entity; without it the upsert would replace the whole entity.
-            property_mask=ds.PropertyMask(paths=[]),
-            property_transforms=[
-                ds.PropertyTransform(property=COUNT, increment=ds.Value(integer_value=by))
-            ],
-        )
+        return _increment(self.shard_key(page, shard), by)
 
     def total_after(self, page: str, value: int, deadline: float) -> int:
         """The page's count after an increment: its value, or with shards a fresh sum of all."""
@@ -99,15 +155,47 @@ class PageCounts:
         found = self.db.lookup(keys, deadline=deadline or self.db.deadline())
         return self.sum_of(found, keys)
 
+    def read_days(self, page: str, count: int) -> History:
+        """A page's total and its counts for the `count` UTC days ending today, in one Lookup.
+
+        The Lookup asks for (count + 1) x shards keys; up to 1,000 fit in one request.
+        """
+        dates = days.ending(self.today(), count)
+        total_keys = self.keys(page)
+        day_keys = {
+            date: [self.day_key(page, date, s) for s in range(self.shards)] for date in dates
+        }
+        found = self.db.lookup(
+            [*total_keys, *itertools.chain.from_iterable(day_keys.values())],
+            deadline=self.db.deadline(),
+        )
+        return History(
+            total=self.sum_of(found, total_keys),
+            days=[DayCount(date, self.sum_of(found, keys)) for date, keys in day_keys.items()],
+        )
+
     @staticmethod
     def sum_of(found: Mapping[KeyPath, ds.Entity], keys: Sequence[ds.Key]) -> int:
         """The count held by these keys' entities among a Lookup's results."""
         return sum(count_of(found.get(path_of(key))) for key in keys)
 
 
-def added_value(response: ds.CommitResponse, mutation: int = -1) -> int:
-    """The value an increment mutation (by default the last) left in its property."""
+def added_value(response: ds.CommitResponse, mutation: int) -> int:
+    """The value the increment at this index of a Commit's mutations left in its property."""
     return response.mutation_results[mutation].transform_results[0].integer_value
+
+
+def _increment(key: ds.Key, by: int) -> ds.Mutation:
+    """An upsert of this key that adds `by` to its count and leaves its other properties be."""
+    return ds.Mutation(
+        upsert=ds.Entity(key=key),
+        # An empty mask updates no listed property, so the upsert keeps every other property
+        # of an existing entity; without it the upsert would replace the whole entity.
+        property_mask=ds.PropertyMask(paths=[]),
+        property_transforms=[
+            ds.PropertyTransform(property=COUNT, increment=ds.Value(integer_value=by))
+        ],
+    )
 
 
 def count_of(entity: ds.Entity | None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import google.auth
@@ -47,6 +47,9 @@ _RETRY_WRITE = retries.if_exception_type(exceptions.Aborted)
 _RETRY_IDEMPOTENT = retries.if_exception_type(
     exceptions.Aborted, exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
 )
+
+_LOOKUP_LIMIT = 1000
+"""Most keys Datastore takes in one Lookup."""
 
 _T = TypeVar("_T")
 
@@ -93,19 +96,15 @@ class Database:
             self._project = project
         return self._project
 
-    def key(self, kind: str, name_or_id: str | int) -> ds.Key:
-        """A key of this project, database and namespace."""
+    def key(self, kind: str, name_or_id: str | int, *, parent: ds.Key | None = None) -> ds.Key:
+        """A key of this project, database and namespace, under a parent key if given."""
         element = (
             ds.Key.PathElement(kind=kind, id=name_or_id)
             if isinstance(name_or_id, int)
             else ds.Key.PathElement(kind=kind, name=name_or_id)
         )
-        partition = ds.PartitionId(
-            project_id=self.project,
-            database_id=self.settings.database,
-            namespace_id=self.settings.namespace,
-        )
-        return ds.Key(partition_id=partition, path=[element])
+        path = [*parent.path, element] if parent is not None else [element]
+        return ds.Key(partition_id=self._partition(), path=path)
 
     def deadline(self) -> float:
         """The monotonic time by which a request's Datastore work must be done."""
@@ -148,16 +147,86 @@ class Database:
     def lookup(
         self, keys: Sequence[ds.Key], *, deadline: float, transaction: bytes = b""
     ) -> dict[KeyPath, ds.Entity]:
-        """The entities found for these keys, by key path; missing keys are absent."""
-        request = ds.LookupRequest(
-            project_id=self.project, database_id=self.settings.database, keys=list(keys)
+        """The entities found for these keys, by key path; missing keys are absent.
+
+        One Lookup for up to 1,000 keys. Datastore takes no more in one request, and may defer
+        some keys of a large one: those are asked for again, within the same deadline.
+        """
+        found: dict[KeyPath, ds.Entity] = {}
+        pending = list(keys)
+        while pending:
+            request = ds.LookupRequest(
+                project_id=self.project,
+                database_id=self.settings.database,
+                keys=pending[:_LOOKUP_LIMIT],
+            )
+            if transaction:
+                request.read_options = ds.ReadOptions(transaction=transaction)
+            response = self._call(
+                self.client.lookup, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
+            )
+            found.update((path_of(result.entity.key), result.entity) for result in response.found)
+            pending = [*response.deferred, *pending[_LOOKUP_LIMIT:]]
+        return found
+
+    def query(
+        self,
+        kind: str,
+        *,
+        ancestor: ds.Key | None = None,
+        start: ds.Key | None = None,
+        end: ds.Key | None = None,
+        keys_only: bool = False,
+        transaction: bytes = b"",
+        batch_size: int | None = None,
+    ) -> Iterator[ds.Entity]:
+        """Every entity of a kind in key order, under an ancestor and from start to before end.
+
+        Runs RunQuery batch after batch, each from the last one's cursor and with a deadline of
+        its own, so a long listing is bounded per request rather than in total. keys_only
+        returns entities without properties.
+        """
+        filters = []
+        if ancestor is not None:
+            filters.append(_key_filter(ds.PropertyFilter.Operator.HAS_ANCESTOR, ancestor))
+        if start is not None:
+            filters.append(_key_filter(ds.PropertyFilter.Operator.GREATER_THAN_OR_EQUAL, start))
+        if end is not None:
+            filters.append(_key_filter(ds.PropertyFilter.Operator.LESS_THAN, end))
+        query = ds.Query(kind=[ds.KindExpression(name=kind)])
+        if len(filters) == 1:
+            query.filter = filters[0]
+        elif filters:
+            query.filter = ds.Filter(
+                composite_filter=ds.CompositeFilter(
+                    op=ds.CompositeFilter.Operator.AND, filters=filters
+                )
+            )
+        if keys_only:
+            query.projection = [ds.Projection(property=ds.PropertyReference(name="__key__"))]
+        if batch_size is not None:
+            query.limit = batch_size
+        request = ds.RunQueryRequest(
+            project_id=self.project,
+            database_id=self.settings.database,
+            partition_id=self._partition(),
+            query=query,
         )
         if transaction:
             request.read_options = ds.ReadOptions(transaction=transaction)
-        response = self._call(
-            self.client.lookup, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
-        )
-        return {path_of(result.entity.key): result.entity for result in response.found}
+        while True:
+            response = self._call(
+                self.client.run_query,
+                request,
+                deadline=self.deadline(),
+                retry_if=_RETRY_IDEMPOTENT,
+            )
+            batch = response.batch
+            yield from (result.entity for result in batch.entity_results)
+            done = batch.more_results == ds.QueryResultBatch.MoreResultsType.NO_MORE_RESULTS
+            if done or batch.end_cursor == request.query.start_cursor:
+                return
+            request.query.start_cursor = batch.end_cursor
 
     def begin(self, *, deadline: float) -> bytes:
         """Begin a read-write transaction and return its id."""
@@ -213,6 +282,13 @@ class Database:
         except _TRANSIENT as exc:
             raise StoreUnavailable(str(exc)) from exc
 
+    def _partition(self) -> ds.PartitionId:
+        return ds.PartitionId(
+            project_id=self.project,
+            database_id=self.settings.database,
+            namespace_id=self.settings.namespace,
+        )
+
     def _transport(self) -> DatastoreGrpcTransport:
         # The GAPIC layer does not read DATASTORE_EMULATOR_HOST the way the high-level client
         # does, so the emulator's plain-text channel is chosen here.
@@ -232,6 +308,16 @@ class Database:
 def path_of(key: ds.Key) -> KeyPath:
     """A key's path as a hashable value."""
     return tuple((element.kind, element.name, element.id) for element in key.path)
+
+
+def _key_filter(operator: ds.PropertyFilter.Operator, key: ds.Key) -> ds.Filter:
+    return ds.Filter(
+        property_filter=ds.PropertyFilter(
+            property=ds.PropertyReference(name="__key__"),
+            op=operator,
+            value=ds.Value(key_value=key),
+        )
+    )
 
 
 def _secure_channel(*args: object, options: list | None = None, **kwargs: object) -> grpc.Channel:

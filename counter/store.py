@@ -32,7 +32,13 @@ def build(
 ) -> Store:
     """A new store for these settings (tests pass a clock and count RPCs with an interceptor)."""
     db = Database(settings, interceptors=interceptors)
-    counts = PageCounts(db, shards=settings.shards, coalesce=settings.coalesce)
+    counts = PageCounts(
+        db,
+        shards=settings.shards,
+        coalesce=settings.coalesce,
+        history=settings.history,
+        clock=clock,
+    )
     unique = UniqueVisitors(db, counts, window_seconds=settings.unique_window_seconds, clock=clock)
     return Store(db, counts, unique)
 

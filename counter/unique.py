@@ -18,7 +18,7 @@ from collections.abc import Callable
 from google.api_core import exceptions
 from google.cloud import datastore_v1 as ds
 
-from counter import visitors
+from counter import days, visitors
 from counter.counts import PageCounts, Visit, added_value
 from counter.database import Database, path_of
 
@@ -59,10 +59,10 @@ class UniqueVisitors:
         """Count this visitor's visit to a page unless they visited within the window."""
         now = self._clock()
         deadline = self.db.deadline()
-        visitor = visitors.visitor_id(self.salt(_day(now)), address, user_agent, page)
+        visitor = visitors.visitor_id(self.salt(days.date_of(now)), address, user_agent, page)
         midnight = now - now % DAY_SECONDS
         if now - self.window < midnight:
-            earlier_salt = self.salt(_day(midnight - 1), create=False)
+            earlier_salt = self.salt(days.date_of(midnight - 1), create=False)
             if earlier_salt is not None:
                 earlier = visitors.visitor_id(earlier_salt, address, user_agent, page)
                 repeat = self._repeat_across_midnight(page, visitor, earlier, now, deadline)
@@ -81,7 +81,7 @@ class UniqueVisitors:
         marker_key = self.db.key(MARKER_KIND, visitor)
         marker = self._marker(marker_key, now + self.window)
         while True:
-            counted = self._count_with([ds.Mutation(insert=marker)], page, deadline)
+            counted = self._count_with([ds.Mutation(insert=marker)], page, now, deadline)
             if counted is not None:
                 return Visit(counted, counted=True)
             shard_keys = self.counts.keys(page)
@@ -99,7 +99,7 @@ class UniqueVisitors:
                 self.db.key(MARKER_KIND, f"{visitor}@{expiry.isoformat()}"), now + self.window
             )
             renew = [ds.Mutation(insert=token), ds.Mutation(upsert=marker)]
-            counted = self._count_with(renew, page, deadline)
+            counted = self._count_with(renew, page, now, deadline)
             if counted is not None:
                 return Visit(counted, counted=True)
             return Visit(self.counts.read(page, deadline=deadline), counted=False, reason="repeat")
@@ -170,15 +170,19 @@ class UniqueVisitors:
         self.db.commit([ds.Mutation(upsert=carried)], deadline=deadline, idempotent=True)
         return Visit(count, counted=False, reason="repeat")
 
-    def _count_with(self, mutations: list[ds.Mutation], page: str, deadline: float) -> int | None:
-        """Apply mutations and one increment atomically; None if an insert found its key taken."""
+    def _count_with(
+        self, mutations: list[ds.Mutation], page: str, now: float, deadline: float
+    ) -> int | None:
+        """Apply mutations and count one visit, atomically; None if an insert found its key taken.
+
+        Counting is the page's increment and, with history, the day's, all in this one Commit.
+        """
+        counting = self.counts.increment_mutations(page, now=now)
         try:
-            response = self.db.commit(
-                [*mutations, self.counts.increment_mutation(page)], deadline=deadline, atomic=True
-            )
+            response = self.db.commit([*mutations, *counting], deadline=deadline, atomic=True)
         except exceptions.AlreadyExists:
             return None
-        return self.counts.total_after(page, added_value(response), deadline)
+        return self.counts.total_after(page, added_value(response, len(mutations)), deadline)
 
     @staticmethod
     def _marker(key: ds.Key, expires: float) -> ds.Entity:
@@ -188,10 +192,6 @@ class UniqueVisitors:
 def _live(marker: ds.Entity | None, now: float) -> bool:
     """Whether a marker exists and has not expired."""
     return marker is not None and marker.properties[EXPIRE_AT].timestamp_value.timestamp() > now
-
-
-def _day(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(seconds))
 
 
 def _timestamp(seconds: float) -> ds.Value:

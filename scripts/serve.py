@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("PORT", "8080"))
 WEB_PORT = int(os.environ.get("WEB_PORT", "8000"))
 DEMO_ENDPOINT = "http://localhost:8080/"
-"""The function URL written in web/index.html."""
+"""The function URL written in web/index.html and web/stats.html."""
 
 
 def main() -> int:
@@ -58,13 +58,14 @@ def main() -> int:
     )
     threading.Thread(target=web.serve_forever, daemon=True).start()
     url = f"http://localhost:{PORT}/"
-    demo_note = "" if url == DEMO_ENDPOINT else f" (it calls {DEMO_ENDPOINT}: edit web/index.html)"
+    demo_note = "" if url == DEMO_ENDPOINT else f" (they call {DEMO_ENDPOINT}: edit web/*.html)"
     print(
         f"\nThe counter is on {url} (Datastore emulator at {host}; counts live in memory"
         " and end with it).\n"
         f"  count a visit:  curl -X POST -A 'Mozilla/5.0' '{url}?page=/'\n"
         f"  read it:        curl '{url}?page=/'\n"
         f"  demo page:      http://localhost:{WEB_PORT}/{demo_note}\n"
+        f"  visits per day: http://localhost:{WEB_PORT}/stats.html?page=/\n"
         f"Browsers may call it from: {env['ALLOWED_ORIGINS']}\n"
         "Press Ctrl-C to stop.\n",
         flush=True,

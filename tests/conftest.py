@@ -122,16 +122,43 @@ def page() -> str:
 
 
 class RpcCounter(grpc.UnaryUnaryClientInterceptor):
-    """Counts the Datastore RPCs a store makes, by method name."""
+    """Counts the Datastore RPCs a store makes, by method name, and keeps their requests."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.requests: list[object] = []
         self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget the RPCs made so far."""
+        with self._lock:
+            self.calls.clear()
+            self.requests.clear()
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         with self._lock:
             self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
+            self.requests.append(request)
         return continuation(client_call_details, request)
+
+
+class SlowCommits(RpcCounter):
+    """Counts RPCs and holds each Commit a moment, so concurrent hits find one in flight."""
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        if client_call_details.method.endswith("/Commit"):
+            time.sleep(0.02)
+        return super().intercept_unary_unary(continuation, client_call_details, request)
+
+
+class FakeClock:
+    """A clock the test moves by hand, so windows and days pass without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0  # a fixed moment mid-day (UTC): 2027-01-15 08:00
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class LiveServer:

@@ -1,4 +1,5 @@
-"""The web snippet and the badge in a real browser (Debian's Chromium), against the function.
+"""The web snippet, the chart page and the badge in a real browser (Debian's Chromium), against
+the function.
 
 The pages are served from their own origin, as a real site would be, and the function allows
 that origin only. The function uses a namespace of its own, so the demo page's "/" starts at 0.
@@ -12,6 +13,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from playwright.sync_api import (
 )
 
 from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer
-from counter import config, store
+from counter import config, days, store
 from counter.counts import COUNT
 from scripts.emulator import free_port
 
@@ -152,6 +154,24 @@ def seed(emulator_host: str, namespace: str) -> Callable[[str, int], None]:
             key=counts.shard_key(page, 0), properties={COUNT: ds.Value(integer_value=count)}
         )
         counts.db.commit([ds.Mutation(upsert=entity)], deadline=counts.db.deadline())
+
+    return put
+
+
+@pytest.fixture(scope="module")
+def seed_days(emulator_host: str, namespace: str) -> Callable[[str, dict[str, int]], None]:
+    """Set a page's counts for some UTC dates directly in Datastore, as past visits left them."""
+    counts = store.build(
+        config.Settings(project=PROJECT, emulator_host=emulator_host, namespace=namespace)
+    ).counts
+
+    def put(page: str, per_day: dict[str, int]) -> None:
+        entities = [
+            ds.Entity(key=counts.day_key(page, date), properties={COUNT: ds.Value(integer_value=n)})
+            for date, n in per_day.items()
+        ]
+        mutations = [ds.Mutation(upsert=entity) for entity in entities]
+        counts.db.commit(mutations, deadline=counts.db.deadline())
 
     return put
 
@@ -601,3 +621,152 @@ def test_a_hostile_badge_label_runs_no_script(
     assert tab.page.locator(f"script, {handlers}").count() == 0
     if response.status == 200:
         assert tab.page.locator("svg text").first.text_content() == label
+
+
+STATS_SETTLED = """() => ["ok", "error"].includes(
+    document.querySelector("[data-visit-chart]").dataset.chartState)"""
+
+
+def publish_stats(site_dir: Path, endpoint: str) -> str:
+    """web/stats.html with the function's URL in place of the local one; return its file name."""
+    html = (WEB / "stats.html").read_text(encoding="utf-8")
+    assert html.count(DEMO_ENDPOINT) == 1, "the chart page should call the function at :8080"
+    name = f"stats-{uuid.uuid4().hex}.html"
+    (site_dir / name).write_text(html.replace(DEMO_ENDPOINT, f'data-endpoint="{endpoint}"'))
+    return name
+
+
+def bars(tab: Tab) -> list[dict[str, str | float]]:
+    """The chart's bars: date, count and drawn height, left to right."""
+    return tab.page.eval_on_selector_all(
+        "svg rect.bar",
+        """(rects) => rects.map((r) => ({
+            date: r.dataset.date, count: Number(r.dataset.count),
+            height: r.height.baseVal.value, x: r.x.baseVal.value}))""",
+    )
+
+
+# A month of a small blog's visits, weekdays busier than weekends, oldest first.
+MONTH = [3, 5, 4, 6, 2, 0, 1, 4, 7, 5, 8, 3, 1, 0, 6, 9, 7, 12, 5, 2, 1, 8, 11, 9, 14, 6, 0, 3]
+
+
+def test_the_chart_draws_the_last_30_days_from_one_read(
+    open_tab: Callable[..., Tab],
+    site: Site,
+    site_dir: Path,
+    function: LiveServer,
+    seed: Callable[[str, int], None],
+    seed_days: Callable[[str, dict[str, int]], None],
+) -> None:
+    page = "/blog/hello-world"  # the module's namespace is its own, so the name is free
+    # The 28 days before today: all inside the window even if midnight passes meanwhile.
+    seeded = dict(zip(days.ending(days.date_of(time.time()), 29)[:-1], MONTH, strict=True))
+    seed(page, 1_234)
+    seed_days(page, seeded)
+    visit(function, page)  # today's visit: the total and today's count both take it
+    name = publish_stats(site_dir, function.url)
+    tab = open_tab()
+
+    with tab.page.expect_response(lambda r: r.url.startswith(function.url)) as answer:
+        tab.page.goto(f"{site.origin}/{name}?page={quote(page, safe='/')}")
+    tab.page.wait_for_function(STATS_SETTLED)
+    body = answer.value.json()
+
+    assert tab.function_calls == [("GET", f"{function.url}?page={quote(page, safe='')}&days=30")]
+    assert body["count"] == 1_235
+    drawn = bars(tab)
+    assert [(bar["date"], bar["count"]) for bar in drawn] == [
+        (day["date"], day["count"]) for day in body["days"]
+    ]
+    by_date = {bar["date"]: bar["count"] for bar in drawn}
+    assert all(by_date[date] == n for date, n in seeded.items())
+    assert sum(by_date.values()) == sum(MONTH) + 1
+    assert [bar["x"] for bar in drawn] == sorted(bar["x"] for bar in drawn)  # oldest at left
+    # Heights are proportional to the counts; a day without visits has no bar.
+    assert all(bar["height"] == 0 for bar in drawn if bar["count"] == 0)
+    scales = {round(bar["height"] / bar["count"], 6) for bar in drawn if bar["count"]}
+    assert len(scales) == 1
+    assert tab.page.inner_text("[data-total]") == "1,235"
+    assert tab.page.inner_text("[data-recent]") == str(sum(MONTH) + 1)
+    assert tab.page.inner_text("#page-name") == page
+    # The figure is an image with a name and a description, and its numbers are a table too.
+    chart = tab.page.locator("svg[role=img]")
+    assert tab.page.locator("#chart-title").text_content() == (
+        f"Visits per day to {page}, {body['days'][0]['date']} to {body['days'][-1]['date']}"
+    )
+    assert "the busiest day was" in tab.page.locator("#chart-desc").text_content()
+    assert chart.get_attribute("aria-labelledby") == "chart-title chart-desc"
+    rows = tab.page.eval_on_selector_all(
+        "[data-chart-table] tr", "(rows) => rows.map((r) => [...r.cells].map((c) => c.textContent))"
+    )
+    assert rows == [[day["date"], f"{day['count']:,}"] for day in body["days"]]
+    assert count_of(function, page) == 1_235  # looking at the chart counted nothing
+    assert (tab.warnings, tab.page_errors) == ([], [])
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.page.set_viewport_size({"width": 760, "height": 560})
+    tab.page.screenshot(path=ARTIFACTS / "stats.png", full_page=True)
+
+
+def test_the_chart_of_a_page_without_visits_says_so(
+    open_tab: Callable[..., Tab], site: Site, site_dir: Path, function: LiveServer, page: str
+) -> None:
+    name = publish_stats(site_dir, function.url)
+    tab = open_tab()
+
+    tab.page.goto(f"{site.origin}/{name}?page={quote(page, safe='/')}")
+    tab.page.wait_for_function(STATS_SETTLED)
+
+    drawn = bars(tab)
+    assert len(drawn) == 30
+    assert {(bar["count"], bar["height"]) for bar in drawn} == {(0, 0)}
+    assert tab.page.inner_text("[data-total]") == "0"
+    assert tab.page.inner_text("[data-chart-status]") == "No visits in the last 30 days."
+    assert tab.page.locator("#chart-desc").text_content() == "No visits in these 30 days."
+    assert (tab.warnings, tab.page_errors) == ([], [])
+
+
+@pytest.mark.parametrize("failure", ["function down", "history off", "origin not allowed"])
+def test_a_failed_chart_says_why_and_leaves_the_page_usable(
+    open_tab: Callable[..., Tab],
+    start_server: Callable[..., LiveServer],
+    site: Site,
+    foreign_site: Site,
+    site_dir: Path,
+    function: LiveServer,
+    namespace: str,
+    page: str,
+    failure: str,
+) -> None:
+    origin = foreign_site.origin if failure == "origin not allowed" else site.origin
+    if failure == "function down":
+        endpoint = f"http://127.0.0.1:{free_port()}/"
+    elif failure == "history off":
+        endpoint = start_server(
+            "browser-no-history",
+            ALLOWED_ORIGINS=site.origin,
+            DATASTORE_NAMESPACE=namespace,
+            HISTORY="false",
+        ).url
+    else:
+        endpoint = function.url
+    name = publish_stats(site_dir, endpoint)
+    tab = open_tab()
+
+    tab.page.goto(f"{origin}/{name}?page={quote(page, safe='/')}")
+    tab.page.wait_for_function(STATS_SETTLED)
+
+    message = tab.page.inner_text("[data-chart-status]")
+    assert message.startswith("The visits could not be loaded: ")
+    if failure == "history off":
+        assert message.endswith("per-day history is off here; see HISTORY")
+    assert tab.page.locator("svg rect.bar").count() == 0
+    assert tab.page.inner_text("[data-total]") == "\u2013"
+    assert len(tab.warnings) == 1
+    assert tab.warnings[0].startswith(f"visit chart: no counts for {page}")
+    assert tab.page_errors == []
+    # The rest of the page still works: asking for another page loads it.
+    tab.page.fill("#page-input", "/another")
+    tab.page.click("button[type=submit]")
+    tab.page.wait_for_url("**?page=%2Fanother")
+    tab.page.wait_for_function(STATS_SETTLED)
+    assert tab.page.inner_text("#page-name") == "/another"

@@ -15,7 +15,7 @@ from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 from schemathesis import CheckFunction
 from schemathesis.specs.openapi.checks import content_type_conformance, negative_data_rejection
 
-from counter import badge, pages
+from counter import badge, days, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi.yaml"
@@ -108,6 +108,16 @@ def test_badge_values_the_contract_allows_can_be_drawn(
     assert accepts(SPEC["parameters"][name], value) == in_contract
     if in_contract:
         {"label": badge.label, "color": badge.color}[name](value)
+
+
+def test_days_range_in_the_contract_is_the_functions() -> None:
+    parameter = SPEC["parameters"]["days"]
+    assert (parameter["minimum"], parameter["maximum"]) == (1, days.MAX_DAYS)
+    for value in (1, days.MAX_DAYS):
+        assert days.parse_count(str(value)) == value
+    for value in (0, days.MAX_DAYS + 1):
+        with pytest.raises(ValueError, match="days must be"):
+            days.parse_count(str(value))
 
 
 def test_every_error_body_has_the_error_shape() -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.cloud import datastore_v1 as ds
 
-from conftest import RpcCounter
+from conftest import SlowCommits
 from counter import config, owner, store
 from counter.counts import COUNT, KIND, PageCounts
 from counter.database import StoreUnavailable
@@ -36,15 +35,6 @@ def get(counts: PageCounts, key: ds.Key) -> ds.Entity | None:
         request=ds.LookupRequest(project_id=counts.db.project, keys=[key])
     ).found
     return found[0].entity if found else None
-
-
-class SlowCommits(RpcCounter):
-    """Counts RPCs and holds each Commit a moment, so concurrent hits find one in flight."""
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        if client_call_details.method.endswith("/Commit"):
-            time.sleep(0.02)
-        return super().intercept_unary_unary(continuation, client_call_details, request)
 
 
 def test_a_page_is_one_entity_keyed_by_its_path(counts: PageCounts, page: str) -> None:

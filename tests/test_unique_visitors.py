@@ -13,9 +13,9 @@ import requests
 from flask.testing import FlaskClient
 from google.cloud import datastore_v1 as ds
 
-from conftest import LiveServer, RpcCounter
+from conftest import FakeClock, LiveServer, RpcCounter
 from counter import config, store
-from counter.counts import KIND
+from counter.counts import DAY_KIND, KIND
 from counter.database import Database
 from counter.unique import MARKER_KIND, SALT_KIND
 
@@ -56,16 +56,6 @@ BOTS = {
 def day_of(seconds: float) -> str:
     """The UTC date of a moment, as salts are named."""
     return time.strftime("%Y-%m-%d", time.gmtime(seconds))
-
-
-class FakeClock:
-    """A clock the test moves by hand, so windows pass without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0  # a fixed moment mid-day (UTC)
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -249,8 +239,8 @@ def test_nothing_stored_holds_the_address_or_user_agent(
     clock.now += WINDOW + 1
     visit(unique, page, agent=secrets["agent"], address=secrets["address"])
     entities = run_query(store.for_settings(config.settings()).db)
-    kinds = {entity.key.path[0].kind for entity in entities}
-    assert kinds == {KIND, MARKER_KIND, SALT_KIND}
+    kinds = {entity.key.path[-1].kind for entity in entities}
+    assert kinds == {KIND, DAY_KIND, MARKER_KIND, SALT_KIND}
     stored = repr([ds.Entity.to_json(entity) for entity in entities])
     for value in (*secrets.values(), "203.0.113", "Safari", "iPhone"):
         assert value not in stored
