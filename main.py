@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
+from typing import IO
 
 import flask
 import functions_framework
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from counter import badge, config, logs, pages, store, visitors
 from counter.counts import Visit
@@ -23,6 +27,11 @@ from counter.responses import (
 
 MAX_BODY_BYTES = 1024
 """Largest request body accepted; bodies are ignored, so anything bigger is refused (413)."""
+
+# What reading a malformed or truncated body raises: gunicorn's parse errors and its NoMoreData
+# (an OSError) in production, OSError from Flask's development server (--debug), and werkzeug's
+# ClientDisconnected for a body shorter than its Content-Length there. All are the client's.
+_BODY_ERRORS = (ParseException, OSError, ClientDisconnected)
 
 BADGE_PATH = "/badge.svg"
 _METHODS = {"/": tuple(ALLOWED_METHODS.split(", ")), BADGE_PATH: ("GET", "HEAD")}
@@ -67,9 +76,22 @@ def visits(request: flask.Request) -> flask.Response:
     return response
 
 
+@functions_framework.errorhandler(HTTPException)
+def _unrouted(_error: HTTPException) -> flask.Response:
+    """Answer what functions-framework's router keeps from the function as the function would.
+
+    The router answers /favicon.ico and /robots.txt itself and matches no path with a newline
+    after its first character, with Flask's HTML 404: no JSON, no headers, no log line. The
+    function refuses those paths too, so it answers them.
+    """
+    return visits(flask.request)
+
+
 def _handle(
     request: flask.Request, settings: config.Settings, origin: str | None, log: dict[str, object]
 ) -> flask.Response:
+    # First, on every path: a body the server cannot read must not reach anything else.
+    _check_body(request)
     allowed = _METHODS.get(request.path)
     if allowed is None:
         raise HttpError(404, f"not found; the counter answers at / and {BADGE_PATH}")
@@ -79,7 +101,6 @@ def _handle(
     if origin is not None and not settings.origin_allowed(origin):
         # A browser sends a simple cross-site POST before CORS can stop it: refuse it here.
         raise HttpError(403, "this origin may not use the counter; see ALLOWED_ORIGINS")
-    _check_body(request)
     if method == "OPTIONS":
         return _options(request)
     if request.path == BADGE_PATH:
@@ -152,9 +173,26 @@ def _check_body(request: flask.Request) -> None:
     too_big = HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     if declared is not None and declared > MAX_BODY_BYTES:
         raise too_big
-    # A chunked body declares no length: read one byte past the limit to find out.
-    if declared is None and len(request.stream.read(MAX_BODY_BYTES + 1)) > MAX_BODY_BYTES:
+    try:
+        # A chunked body declares no length: read one byte past the limit to find out.
+        body = _read_at_most(request.stream, MAX_BODY_BYTES + 1)
+    except _BODY_ERRORS:
+        body = None
+    if body is None or (declared is not None and len(body) < declared):
+        # Nothing more can be read. functions-framework reads the body again after the answer,
+        # and Flask's development server would raise again there: leave it an empty one.
+        request.stream = io.BytesIO()
+        raise HttpError(400, "the request body is malformed or cut short")
+    if len(body) > MAX_BODY_BYTES:
         raise too_big
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """Up to `limit` bytes, until the end of the body; a read may return less than asked."""
+    body = b""
+    while len(body) < limit and (piece := stream.read(limit - len(body))):
+        body += piece
+    return body
 
 
 def _page(request: flask.Request, settings: config.Settings) -> str:

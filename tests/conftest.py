@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,6 +140,7 @@ class LiveServer:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = log_path
         self._log = log_path.open("wb")
         command = [
             sys.executable,
@@ -165,6 +167,11 @@ class LiveServer:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the function did not start within 30 s; see {log_path}")
+
+    def log_entries(self) -> list[dict]:
+        """The structured log lines the function has written so far (other output skipped)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def stop(self) -> None:
         """Stop the server and wait for it."""
