@@ -113,8 +113,11 @@ def _handle(
         log["count"] = count
         return json_response(200, {"count": count})
     visit = _visit(request, settings, counter, page)
-    log.update(count=visit.count, counted=visit.counted)
-    return json_response(200, {"count": visit.count, "counted": visit.counted})
+    answer: dict[str, object] = {"count": visit.count, "counted": visit.counted}
+    if visit.reason is not None:
+        answer["reason"] = visit.reason  # so a tester sees why, not a counter that seems stuck
+    log.update(answer)
+    return json_response(200, answer)
 
 
 def _visit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from google.cloud import datastore_v1 as ds
 
@@ -26,13 +27,18 @@ SHARD_SEPARATOR = "#"
 """Extra shards of a page are named page#1 … page#N-1; a page never holds '#', so none collide."""
 
 
+NotCounted = Literal["bot", "repeat"]
+"""Why a visit was not counted: a bot's user agent, or a visitor already counted within the
+unique-visitor window. The answer and the log line name it."""
+
+
 @dataclass(frozen=True)
 class Visit:
     """A page's count after a visit, whether this visit was counted, and if not, why."""
 
     count: int
     counted: bool
-    reason: str | None = None
+    reason: NotCounted | None = None
 
 
 class PageCounts:

@@ -232,6 +232,25 @@ def test_each_request_logs_one_json_line_without_client_details(
         assert secret not in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("agent", "counted", "reason"),
+    [("PostmanRuntime/7.43.0", False, "bot"), ("Mozilla/5.0 (X11; Linux x86_64)", True, None)],
+)
+def test_the_log_line_says_whether_a_visit_counted_and_why_not(
+    client: FlaskClient,
+    page: str,
+    capsys: pytest.CaptureFixture[str],
+    agent: str,
+    counted: bool,
+    reason: str | None,
+) -> None:
+    client.post("/", query_string={"page": page}, headers={"User-Agent": agent})
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    entry = json.loads(line)
+    assert entry["counted"] is counted
+    assert entry.get("reason") == reason
+
+
 def test_unreachable_database_answers_503_within_the_deadline(
     client: FlaskClient, env: Callable[..., None], page: str
 ) -> None:

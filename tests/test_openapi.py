@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -16,6 +17,7 @@ from schemathesis import CheckFunction
 from schemathesis.specs.openapi.checks import content_type_conformance, negative_data_rejection
 
 from counter import badge, pages
+from counter.counts import NotCounted
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi.yaml"
@@ -98,6 +100,11 @@ def test_badge_values_the_contract_allows_can_be_drawn(
     assert accepts(SPEC["parameters"][name], value) == in_contract
     if in_contract:
         {"label": badge.label, "color": badge.color}[name](value)
+
+
+def test_the_reasons_in_the_contract_are_the_functions() -> None:
+    reason = SPEC["definitions"]["Visit"]["properties"]["reason"]
+    assert reason["enum"] == list(typing.get_args(NotCounted))
 
 
 def test_every_error_body_has_the_error_shape() -> None:
