@@ -48,7 +48,8 @@ _BADGE_HEADERS = {
 
 @functions_framework.http
 def visits(request: flask.Request) -> flask.Response:
-    """Count a visit (POST), read the count (GET, HEAD) or answer a CORS preflight (OPTIONS)."""
+    """Count a visit (POST; GET too with COUNT_ON_GET), read the count (GET, HEAD) or answer a
+    CORS preflight (OPTIONS)."""
     started = time.perf_counter()
     settings = config.settings()
     origin = request.headers.get("Origin")
@@ -108,7 +109,9 @@ def _handle(
     page = _page(request, settings)
     log["page"] = page
     counter = store.for_settings(settings)
-    if method != "POST":
+    # COUNT_ON_GET is for pages that already call the function with a plain fetch(url).
+    counting = method == "POST" or (method == "GET" and settings.count_on_get)
+    if not counting:
         count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})

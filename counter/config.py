@@ -138,6 +138,7 @@ class Settings:
         "UNIQUE_WINDOW_SECONDS", 0, _integer(0, MAX_UNIQUE_WINDOW_SECONDS)
     )
     count_bots: bool = setting("COUNT_BOTS", False, _flag)
+    count_on_get: bool = setting("COUNT_ON_GET", False, _flag)
     forwarded_hops: int = setting("FORWARDED_HOPS", 1, _integer(1, 10))
     badge_counts: bool = setting("BADGE_COUNTS", False, _flag)
     shards: int = setting("COUNTER_SHARDS", 1, _integer(1, 100))

@@ -47,6 +47,43 @@ def test_get_reads_without_counting(client: FlaskClient, page: str) -> None:
     assert count_of(client, page) == 1
 
 
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+def test_with_count_on_get_a_get_counts_and_answers_like_a_post(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_ON_GET="true")
+    answers = [
+        client.get("/", query_string={"page": page}, headers={"User-Agent": BROWSER}).get_json()
+        for _ in range(2)
+    ]
+    assert answers == [{"count": 1, "counted": True}, {"count": 2, "counted": True}]
+
+
+def test_with_count_on_get_the_bot_and_unique_visitor_rules_still_apply(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_ON_GET="true", UNIQUE_WINDOW_SECONDS="1800")
+    query, browser = {"page": page}, {"User-Agent": BROWSER}
+    assert client.get("/", query_string=query, headers=browser).get_json()["counted"] is True
+    repeat = client.get("/", query_string=query, headers=browser).get_json()
+    bot = client.get("/", query_string=query, headers={"User-Agent": "curl/8.5.0"}).get_json()
+    assert repeat == {"count": 1, "counted": False, "reason": "repeat"}
+    assert bot == {"count": 1, "counted": False, "reason": "bot"}
+
+
+def test_with_count_on_get_head_and_the_badge_still_only_read(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_ON_GET="true")
+    browser = {"User-Agent": BROWSER}
+    assert client.head("/", query_string={"page": page}, headers=browser).status_code == 200
+    assert client.get("/badge.svg", query_string={"page": page}, headers=browser).status_code == 200
+    env(COUNT_ON_GET="false")
+    assert count_of(client, page) == 0
+
+
 def test_head_answers_like_get_without_a_body(client: FlaskClient, page: str) -> None:
     client.post("/", query_string={"page": page})
     response = client.head("/", query_string={"page": page})
