@@ -17,8 +17,10 @@ import functions_framework
 import grpc
 import pytest
 import requests
+from google.cloud import datastore_v1 as ds
 
 from counter import config, store
+from counter.database import Database
 from scripts.emulator import Emulator, EmulatorError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +134,24 @@ class RpcCounter(grpc.UnaryUnaryClientInterceptor):
         with self._lock:
             self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
         return continuation(client_call_details, request)
+
+
+def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
+    """Every entity of a kind (or of every kind) in the database's namespace, batch by batch."""
+    entities: list[ds.Entity] = []
+    cursor = b""
+    while True:
+        query = ds.Query(kind=[ds.KindExpression(name=kind)] if kind else [], start_cursor=cursor)
+        request = ds.RunQueryRequest(
+            project_id=db.project,
+            partition_id=ds.PartitionId(project_id=db.project, namespace_id=db.settings.namespace),
+            query=query,
+        )
+        batch = db.client.run_query(request=request).batch
+        entities += [result.entity for result in batch.entity_results]
+        if batch.more_results != ds.QueryResultBatch.MoreResultsType.NOT_FINISHED:
+            return entities
+        cursor = batch.end_cursor
 
 
 class LiveServer:

@@ -13,10 +13,9 @@ import requests
 from flask.testing import FlaskClient
 from google.cloud import datastore_v1 as ds
 
-from conftest import LiveServer, RpcCounter
+from conftest import LiveServer, RpcCounter, run_query
 from counter import config, store
 from counter.counts import KIND
-from counter.database import Database
 from counter.unique import MARKER_KIND, SALT_KIND
 
 WINDOW = 1800
@@ -230,17 +229,6 @@ def test_bots_count_when_count_bots_is_set(
 @pytest.mark.parametrize("agent", BROWSERS.values(), ids=BROWSERS.keys())
 def test_real_browsers_count(client: FlaskClient, page: str, agent: str) -> None:
     assert visit(client, page, agent=agent) == {"count": 1, "counted": True}
-
-
-def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
-    """Every entity of a kind (or of every kind) in the database's namespace."""
-    query = ds.Query(kind=[ds.KindExpression(name=kind)] if kind else [])
-    request = ds.RunQueryRequest(
-        project_id=db.project,
-        partition_id=ds.PartitionId(project_id=db.project, namespace_id=db.settings.namespace),
-        query=query,
-    )
-    return [result.entity for result in db.client.run_query(request=request).batch.entity_results]
 
 
 def test_nothing_stored_holds_the_address_or_user_agent(
