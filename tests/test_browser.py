@@ -558,3 +558,79 @@ def test_a_hostile_badge_label_runs_no_script(
     assert tab.page.locator(f"script, {handlers}").count() == 0
     if response.status == 200:
         assert tab.page.locator("svg text").first.text_content() == label
+
+
+# Front ends that already exist: résumé pages built from the usual tutorials call the function
+# with their own few lines of JavaScript, not counter.js, and show data.count.
+GET_PAGE_SCRIPT = """
+fetch("{url}")
+  .then((response) => response.json())
+  .then((data) => {{ document.getElementById("count").textContent = data.count; }});
+"""
+JSON_POST_PAGE_SCRIPT = """
+fetch("{url}", {{
+  method: "POST",
+  headers: {{ "Content-Type": "application/json" }},
+  body: JSON.stringify({{}}),
+}})
+  .then((response) => response.json())
+  .then((data) => {{ document.getElementById("count").textContent = data.count; }});
+"""
+
+
+def publish_front_end(site_dir: Path, script: str) -> str:
+    """A page with its own fetch() call instead of the snippet; return its file name."""
+    name = f"{uuid.uuid4().hex}.html"
+    (site_dir / name).write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,"><title>my resume</title></head>'
+        f'<body><p>Visitors: <span id="count">{FALLBACK}</span></p>'
+        f"<script>{script}</script></body></html>",
+        encoding="utf-8",
+    )
+    return name
+
+
+@pytest.mark.parametrize(
+    ("script", "settings"),
+    [(GET_PAGE_SCRIPT, {"COUNT_ON_GET": "true"}), (JSON_POST_PAGE_SCRIPT, {})],
+    ids=["plain-get-with-count-on-get", "json-post-with-defaults"],
+)
+def test_an_existing_front_end_works_unchanged(
+    browser: Browser,
+    start_server: Callable[..., LiveServer],
+    site: Site,
+    site_dir: Path,
+    script: str,
+    settings: dict[str, str],
+) -> None:
+    # A namespace of its own, so the page's own path, "/", starts at nothing.
+    function = start_server(
+        f"front-end-{uuid.uuid4().hex[:8]}",
+        ALLOWED_ORIGINS=site.origin,
+        DATASTORE_NAMESPACE=f"front-end-{uuid.uuid4().hex}",
+        **settings,
+    )
+    name = publish_front_end(site_dir, script.format(url=function.url))
+    logged_before = len(function.log_entries())  # the server's start-up probe
+    context = new_context(browser)
+    try:
+        tab = Tab(context.new_page())
+        tab.page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
+        shown = []
+        for _ in range(3):
+            tab.page.goto(f"{site.origin}/{name}")
+            tab.page.wait_for_function(
+                f"document.getElementById('count').textContent !== '{FALLBACK}'"
+            )
+            shown.append(tab.page.locator("#count").text_content())
+    finally:
+        context.close()
+
+    assert shown == ["1", "2", "3"]
+    assert count_of(function, "/") == 3
+    assert tab.page_errors == []
+    entries = function.log_entries()[logged_before:]
+    preflights = [entry for entry in entries if entry["message"] == "OPTIONS 204"]
+    # A JSON body makes the browser ask first; a plain GET needs no preflight.
+    assert bool(preflights) == (script is JSON_POST_PAGE_SCRIPT)
