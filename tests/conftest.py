@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -134,6 +135,15 @@ class RpcCounter(grpc.UnaryUnaryClientInterceptor):
         with self._lock:
             self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
         return continuation(client_call_details, request)
+
+
+def readme_block(name: str) -> str:
+    """The fenced block that follows `<!-- tested: name -->` in README.md."""
+    marker = re.escape(f"<!-- tested: {name} -->")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"{marker}\n```\w*\n(.*?)\n```", text, flags=re.DOTALL)
+    assert match, f"README.md has no block marked <!-- tested: {name} -->"
+    return match.group(1)
 
 
 def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
