@@ -139,6 +139,40 @@ def test_a_chunked_body_over_the_limit_is_refused(server: LiveServer, page: str)
     assert count_of(server, page) == 0
 
 
+GUNICORN_REFUSES = {
+    "short method": (b"AB / HTTP/1.1\r\n", 400),
+    "lower-case method": (b"get / HTTP/1.1\r\n", 400),
+    "target not a path": (b"GET abc HTTP/1.1\r\n", 400),
+    "control character in target": (b"GET /a\x01 HTTP/1.1\r\n", 400),
+    "raw non-ASCII target": ("GET /\u00fc HTTP/1.1\r\n".encode(), 400),
+    "unknown version": (b"GET / HTTP/2.0\r\n", 400),
+    "control character in header": (b"GET / HTTP/1.1\r\nX: a\x01b\r\n", 400),
+    "malformed length": (b"POST / HTTP/1.1\r\nContent-Length: x\r\n", 400),
+    "length and chunked": (
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n",
+        400,
+    ),
+    "gzip coding": (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n", 400),
+    "header over 8190 bytes": (b"GET / HTTP/1.1\r\nX: " + b"a" * 8200 + b"\r\n", 431),
+    "101 headers": (b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 101, 431),
+    "unknown expectation": (b"POST / HTTP/1.1\r\nExpect: coffee\r\n", 417),
+}
+
+
+@pytest.mark.parametrize(("head", "status"), GUNICORN_REFUSES.values(), ids=GUNICORN_REFUSES)
+def test_what_gunicorn_refuses_itself_never_reaches_the_function(
+    server: LiveServer, head: bytes, status: int
+) -> None:
+    # The README's Limits say so: these answers are gunicorn's, before the function runs.
+    logged_before = len(server.log_entries())
+
+    response = raw_http.send(server.port, head + b"Host: a\r\nConnection: close\r\n\r\n")
+
+    assert response.status == status
+    assert response.headers["Content-Type"] == "text/html"
+    assert len(server.log_entries()) == logged_before
+
+
 # The fuzz run: a few hundred hostile requests, generated from a fixed seed, each checked as it
 # comes back; at the end the database must hold exactly the visits the answers said counted.
 # It sends only what gunicorn itself accepts as HTTP: what it refuses before the function runs
