@@ -48,8 +48,7 @@ _BADGE_HEADERS = {
 
 @functions_framework.http
 def visits(request: flask.Request) -> flask.Response:
-    """Count a visit (POST; GET too with COUNT_ON_GET), read the count (GET, HEAD) or answer a
-    CORS preflight (OPTIONS)."""
+    """Count a visit (POST; GET with COUNT_ON_GET), read it (GET, HEAD) or answer a preflight."""
     started = time.perf_counter()
     settings = config.settings()
     origin = request.headers.get("Origin")
