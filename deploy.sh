@@ -26,8 +26,8 @@
 #   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
 #   GATEWAY_ID, API_ID    names for --gateway [FUNCTION_NAME-gateway, FUNCTION_NAME]
 #   ALLOWED_PAGES, DEFAULT_PAGE, DATASTORE_NAMESPACE, DATASTORE_DEADLINE_SECONDS,
-#   BADGE_COUNTS, UNIQUE_WINDOW_SECONDS, COUNT_BOTS, FORWARDED_HOPS, RATE_LIMIT_PER_MINUTE,
-#   DAILY_WRITE_LIMIT, COUNTER_SHARDS, COALESCE_HITS, HISTORY
+#   BADGE_COUNTS, UNIQUE_WINDOW_SECONDS, COUNT_BOTS, COUNT_ON_GET, FORWARDED_HOPS,
+#   RATE_LIMIT_PER_MINUTE, DAILY_WRITE_LIMIT, COUNTER_SHARDS, COALESCE_HITS, HISTORY
 #                         the function's own settings, passed on when set (see README)
 #
 # It enables the APIs it needs, creates the Datastore-mode database, its TTL policies and the
@@ -50,8 +50,8 @@ API_ID=${API_ID:-$FUNCTION_NAME}
 GATEWAY_ID=${GATEWAY_ID:-$FUNCTION_NAME-gateway}
 # The function's optional settings (counter/config.py), passed on only when set.
 FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
-    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS FORWARDED_HOPS RATE_LIMIT_PER_MINUTE
-    DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
+    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
+    RATE_LIMIT_PER_MINUTE DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
 # Unique-visitor markers and daily salts carry an expiry time; TTL policies on it delete them,
 # which is what keeps old visitor hashes unlinkable (README, "Who is counted"). counter/store.py
 # names the kinds and the property.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
+from typing import IO
 
 import flask
 import functions_framework
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from counter import addresses, badge, config, days, limits, logs, pages, store, visitors
 from counter.counts import Visit
@@ -25,6 +29,11 @@ from counter.responses import (
 MAX_BODY_BYTES = 1024
 """Largest request body accepted; bodies are ignored, so anything bigger is refused (413)."""
 
+# What reading a malformed or truncated body raises: gunicorn's parse errors and its NoMoreData
+# (an OSError) in production, OSError from Flask's development server (--debug), and werkzeug's
+# ClientDisconnected for a body shorter than its Content-Length there. All are the client's.
+_BODY_ERRORS = (ParseException, OSError, ClientDisconnected)
+
 BADGE_PATH = "/badge.svg"
 _METHODS = {"/": tuple(ALLOWED_METHODS.split(", ")), BADGE_PATH: ("GET", "HEAD")}
 # Checked at start-up, so a bad setting fails the deploy with its message, not a visitor.
@@ -40,7 +49,7 @@ _BADGE_HEADERS = {
 
 @functions_framework.http
 def visits(request: flask.Request) -> flask.Response:
-    """Count a visit (POST), read the count (GET, HEAD) or answer a CORS preflight (OPTIONS)."""
+    """Count a visit (POST; GET with COUNT_ON_GET), read it (GET, HEAD) or answer a preflight."""
     started = time.perf_counter()
     settings = config.settings()
     origin = request.headers.get("Origin")
@@ -68,9 +77,22 @@ def visits(request: flask.Request) -> flask.Response:
     return response
 
 
+@functions_framework.errorhandler(HTTPException)
+def _unrouted(_error: HTTPException) -> flask.Response:
+    """Answer what functions-framework's router keeps from the function as the function would.
+
+    The router answers /favicon.ico and /robots.txt itself and matches no path with a newline
+    after its first character, with Flask's HTML 404: no JSON, no headers, no log line. The
+    function refuses those paths too, so it answers them.
+    """
+    return visits(flask.request)
+
+
 def _handle(
     request: flask.Request, settings: config.Settings, origin: str | None, log: dict[str, object]
 ) -> flask.Response:
+    # First, on every path: a body the server cannot read must not reach anything else.
+    _check_body(request)
     allowed = _METHODS.get(request.path)
     if allowed is None:
         raise HttpError(404, f"not found; the counter answers at / and {BADGE_PATH}")
@@ -80,7 +102,6 @@ def _handle(
     if origin is not None and not settings.origin_allowed(origin):
         # A browser sends a simple cross-site POST before CORS can stop it: refuse it here.
         raise HttpError(403, "this origin may not use the counter; see ALLOWED_ORIGINS")
-    _check_body(request)
     if method == "OPTIONS":
         return _options(request)
     caller = Caller(
@@ -123,17 +144,25 @@ def _respond(
     log["page"] = page
     history_days = _days(request, settings)
     counter = store.for_settings(settings)
-    if request.method != "POST":
-        if history_days is not None:
-            return _history(counter, page, history_days, log)
+    method = request.method
+    if history_days is not None:
+        if method == "POST":
+            raise HttpError(
+                400, "days reads the per-day history: ask with GET, which counts nothing"
+            )
+        return _history(counter, page, history_days, log)
+    # COUNT_ON_GET is for pages that already call the function with a plain fetch(url).
+    counting = method == "POST" or (method == "GET" and settings.count_on_get)
+    if not counting:
         count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})
-    if history_days is not None:
-        raise HttpError(400, "days reads the per-day history: ask with GET, which counts nothing")
     visit = _visit(settings, counter, page, caller)
-    log.update(count=visit.count, counted=visit.counted)
-    return json_response(200, {"count": visit.count, "counted": visit.counted})
+    answer: dict[str, object] = {"count": visit.count, "counted": visit.counted}
+    if visit.reason is not None:
+        answer["reason"] = visit.reason  # so a tester sees why, not a counter that seems stuck
+    log.update(answer)
+    return json_response(200, answer)
 
 
 def _visit(settings: config.Settings, counter: store.Store, page: str, caller: Caller) -> Visit:
@@ -213,8 +242,17 @@ def _check_body(request: flask.Request) -> None:
     too_big = HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     if declared is not None and declared > MAX_BODY_BYTES:
         raise too_big
-    # A chunked body declares no length: read one byte past the limit to find out.
-    if declared is None and len(request.stream.read(MAX_BODY_BYTES + 1)) > MAX_BODY_BYTES:
+    try:
+        # A chunked body declares no length: read one byte past the limit to find out.
+        body = _read_at_most(request.stream, MAX_BODY_BYTES + 1)
+    except _BODY_ERRORS:
+        body = None
+    if body is None or (declared is not None and len(body) < declared):
+        # Nothing more can be read. functions-framework reads the body again after the answer,
+        # and Flask's development server would raise again there: leave it an empty one.
+        request.stream = io.BytesIO()
+        raise HttpError(400, "the request body is malformed or cut short")
+    if len(body) > MAX_BODY_BYTES:
         raise too_big
 
 
@@ -231,6 +269,14 @@ def _days(request: flask.Request, settings: config.Settings) -> int | None:
         return days.parse_count(given[0])
     except ValueError as exc:
         raise HttpError(400, str(exc)) from None
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """Up to `limit` bytes, until the end of the body; a read may return less than asked."""
+    body = b""
+    while len(body) < limit and (piece := stream.read(limit - len(body))):
+        body += piece
+    return body
 
 
 def _page(request: flask.Request, settings: config.Settings) -> str:

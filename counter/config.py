@@ -138,6 +138,7 @@ class Settings:
         "UNIQUE_WINDOW_SECONDS", 0, _integer(0, MAX_UNIQUE_WINDOW_SECONDS)
     )
     count_bots: bool = setting("COUNT_BOTS", False, _flag)
+    count_on_get: bool = setting("COUNT_ON_GET", False, _flag)
     # 0: the client is the right-most forwarded address that is not Google's or private.
     forwarded_hops: int = setting("FORWARDED_HOPS", 0, _integer(0, 10))
     rate_limit_per_minute: int = setting("RATE_LIMIT_PER_MINUTE", 60, _integer(0, 100_000))

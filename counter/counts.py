@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from google.cloud import datastore_v1 as ds
 
@@ -39,13 +40,19 @@ DAY_KIND = "PageDay"
 the page's own PageCount key; its integer property is COUNT."""
 
 
+NotCounted = Literal["bot", "repeat", "daily-limit"]
+"""Why a visit was not counted: a bot's user agent, a visitor already counted within the
+unique-visitor window, or the instance's DAILY_WRITE_LIMIT reached. The answer and the log line
+name it."""
+
+
 @dataclass(frozen=True)
 class Visit:
     """A page's count after a visit, whether this visit was counted, and if not, why."""
 
     count: int
     counted: bool
-    reason: str | None = None
+    reason: NotCounted | None = None
 
 
 @dataclass(frozen=True)

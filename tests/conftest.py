@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,8 +18,10 @@ import functions_framework
 import grpc
 import pytest
 import requests
+from google.cloud import datastore_v1 as ds
 
 from counter import config, limits, store
+from counter.database import Database
 from scripts.emulator import Emulator, EmulatorError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,12 +165,40 @@ class FakeClock:
         return self.now
 
 
+def readme_block(name: str) -> str:
+    """The fenced block that follows `<!-- tested: name -->` in README.md."""
+    marker = re.escape(f"<!-- tested: {name} -->")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"{marker}\n```\w*\n(.*?)\n```", text, flags=re.DOTALL)
+    assert match, f"README.md has no block marked <!-- tested: {name} -->"
+    return match.group(1)
+
+
+def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
+    """Every entity of a kind (or of every kind) in the database's namespace, batch by batch."""
+    entities: list[ds.Entity] = []
+    cursor = b""
+    while True:
+        query = ds.Query(kind=[ds.KindExpression(name=kind)] if kind else [], start_cursor=cursor)
+        request = ds.RunQueryRequest(
+            project_id=db.project,
+            partition_id=ds.PartitionId(project_id=db.project, namespace_id=db.settings.namespace),
+            query=query,
+        )
+        batch = db.client.run_query(request=request).batch
+        entities += [result.entity for result in batch.entity_results]
+        if batch.more_results != ds.QueryResultBatch.MoreResultsType.NOT_FINISHED:
+            return entities
+        cursor = batch.end_cursor
+
+
 class LiveServer:
     """functions-framework serving main.py in its own process, as `make run` and Cloud Run do."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = log_path
         self._log = log_path.open("wb")
         command = [
             sys.executable,
@@ -193,6 +225,11 @@ class LiveServer:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the function did not start within 30 s; see {log_path}")
+
+    def log_entries(self) -> list[dict]:
+        """The structured log lines the function has written so far (other output skipped)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def stop(self) -> None:
         """Stop the server and wait for it."""

@@ -34,7 +34,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer
+from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer, readme_block
 from counter import config, days, store
 from counter.counts import COUNT
 from scripts.emulator import free_port
@@ -770,3 +770,88 @@ def test_a_failed_chart_says_why_and_leaves_the_page_usable(
     tab.page.wait_for_url("**?page=%2Fanother")
     tab.page.wait_for_function(STATS_SETTLED)
     assert tab.page.inner_text("#page-name") == "/another"
+
+
+# Front ends that already exist: résumé pages built from the usual tutorials call the function
+# with their own few lines of JavaScript, not counter.js, and show data.count.
+FUNCTION_URL = "https://FUNCTION_URL/"
+GET_PAGE_SCRIPT = """
+fetch("https://FUNCTION_URL/")
+  .then((response) => response.json())
+  .then((data) => { document.getElementById("count").textContent = data.count; });
+"""
+JSON_POST_PAGE_SCRIPT = """
+fetch("https://FUNCTION_URL/", {
+  method: "POST",
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify({}),
+})
+  .then((response) => response.json())
+  .then((data) => { document.getElementById("count").textContent = data.count; });
+"""
+# The README's one-line change for a page that called the classic /visits route.
+MIGRATED_PAGE_SCRIPT = 'const el = document.getElementById("count");\n' + readme_block(
+    "migrated-page"
+)
+
+
+def publish_front_end(site_dir: Path, script: str) -> str:
+    """A page with its own fetch() call instead of the snippet; return its file name."""
+    name = f"{uuid.uuid4().hex}.html"
+    (site_dir / name).write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,"><title>my resume</title></head>'
+        f'<body><p>Visitors: <span id="count">{FALLBACK}</span></p>'
+        f"<script>{script}</script></body></html>",
+        encoding="utf-8",
+    )
+    return name
+
+
+@pytest.mark.parametrize(
+    ("script", "settings", "preflight"),
+    [
+        (GET_PAGE_SCRIPT, {"COUNT_ON_GET": "true"}, False),
+        (JSON_POST_PAGE_SCRIPT, {}, True),  # a JSON body makes the browser ask first
+        (MIGRATED_PAGE_SCRIPT, {}, False),
+    ],
+    ids=["plain-get-with-count-on-get", "json-post-with-defaults", "readme-migrated-page"],
+)
+def test_an_existing_front_end_works_unchanged(
+    browser: Browser,
+    start_server: Callable[..., LiveServer],
+    site: Site,
+    site_dir: Path,
+    script: str,
+    settings: dict[str, str],
+    preflight: bool,
+) -> None:
+    # A namespace of its own, so the page's own path, "/", starts at nothing.
+    function = start_server(
+        f"front-end-{uuid.uuid4().hex[:8]}",
+        ALLOWED_ORIGINS=site.origin,
+        DATASTORE_NAMESPACE=f"front-end-{uuid.uuid4().hex}",
+        **settings,
+    )
+    assert script.count(FUNCTION_URL) == 1
+    name = publish_front_end(site_dir, script.replace(FUNCTION_URL, function.url))
+    logged_before = len(function.log_entries())  # the server's start-up probe
+    context = new_context(browser)
+    try:
+        tab = Tab(context.new_page())
+        tab.page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
+        shown = []
+        for _ in range(3):
+            tab.page.goto(f"{site.origin}/{name}")
+            tab.page.wait_for_function(
+                f"document.getElementById('count').textContent !== '{FALLBACK}'"
+            )
+            shown.append(tab.page.locator("#count").text_content())
+    finally:
+        context.close()
+
+    assert shown == ["1", "2", "3"]
+    assert count_of(function, "/") == 3
+    assert tab.page_errors == []
+    entries = function.log_entries()[logged_before:]
+    assert any(entry["message"] == "OPTIONS 204" for entry in entries) == preflight

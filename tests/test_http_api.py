@@ -47,6 +47,43 @@ def test_get_reads_without_counting(client: FlaskClient, page: str) -> None:
     assert count_of(client, page) == 1
 
 
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+def test_with_count_on_get_a_get_counts_and_answers_like_a_post(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_ON_GET="true")
+    answers = [
+        client.get("/", query_string={"page": page}, headers={"User-Agent": BROWSER}).get_json()
+        for _ in range(2)
+    ]
+    assert answers == [{"count": 1, "counted": True}, {"count": 2, "counted": True}]
+
+
+def test_with_count_on_get_the_bot_and_unique_visitor_rules_still_apply(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_ON_GET="true", UNIQUE_WINDOW_SECONDS="1800")
+    query, browser = {"page": page}, {"User-Agent": BROWSER}
+    assert client.get("/", query_string=query, headers=browser).get_json()["counted"] is True
+    repeat = client.get("/", query_string=query, headers=browser).get_json()
+    bot = client.get("/", query_string=query, headers={"User-Agent": "curl/8.5.0"}).get_json()
+    assert repeat == {"count": 1, "counted": False, "reason": "repeat"}
+    assert bot == {"count": 1, "counted": False, "reason": "bot"}
+
+
+def test_with_count_on_get_head_and_the_badge_still_only_read(
+    client: FlaskClient, env: Callable[..., None], page: str
+) -> None:
+    env(COUNT_ON_GET="true")
+    browser = {"User-Agent": BROWSER}
+    assert client.head("/", query_string={"page": page}, headers=browser).status_code == 200
+    assert client.get("/badge.svg", query_string={"page": page}, headers=browser).status_code == 200
+    env(COUNT_ON_GET="false")
+    assert count_of(client, page) == 0
+
+
 def test_head_answers_like_get_without_a_body(client: FlaskClient, page: str) -> None:
     client.post("/", query_string={"page": page})
     response = client.head("/", query_string={"page": page})
@@ -242,6 +279,25 @@ def test_each_request_logs_one_json_line_without_client_details(
     assert entry["page"] == page
     for secret in ("UniqueAgent", "203.0.113.7", "198.51.100.9"):
         assert secret not in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("agent", "counted", "reason"),
+    [("PostmanRuntime/7.43.0", False, "bot"), ("Mozilla/5.0 (X11; Linux x86_64)", True, None)],
+)
+def test_the_log_line_says_whether_a_visit_counted_and_why_not(
+    client: FlaskClient,
+    page: str,
+    capsys: pytest.CaptureFixture[str],
+    agent: str,
+    counted: bool,
+    reason: str | None,
+) -> None:
+    client.post("/", query_string={"page": page}, headers={"User-Agent": agent})
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    entry = json.loads(line)
+    assert entry["counted"] is counted
+    assert entry.get("reason") == reason
 
 
 def test_unreachable_database_answers_503_within_the_deadline(

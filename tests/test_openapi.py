@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -16,6 +17,7 @@ from schemathesis import CheckFunction
 from schemathesis.specs.openapi.checks import content_type_conformance, negative_data_rejection
 
 from counter import badge, days, pages
+from counter.counts import NotCounted
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi.yaml"
@@ -118,6 +120,12 @@ def test_days_range_in_the_contract_is_the_functions() -> None:
     for value in (0, days.MAX_DAYS + 1):
         with pytest.raises(ValueError, match="days must be"):
             days.parse_count(str(value))
+
+
+@pytest.mark.parametrize("answer", ["Visit", "Count"])
+def test_the_reasons_in_the_contract_are_the_functions(answer: str) -> None:
+    reason = SPEC["definitions"][answer]["properties"]["reason"]
+    assert reason["enum"] == list(typing.get_args(NotCounted))
 
 
 def test_every_error_body_has_the_error_shape() -> None:
