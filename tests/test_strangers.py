@@ -112,6 +112,7 @@ def test_the_daily_write_limit_stops_counting_and_says_so_once(
     answers = [post(client, page, f"192.0.2.{n}").get_json() for n in range(1, 9)]
     assert [a["counted"] for a in answers] == [True] * 5 + [False] * 3
     assert [a["count"] for a in answers] == [1, 2, 3, 4, 5, 5, 5, 5]
+    assert [a.get("reason") for a in answers[4:]] == [None] + ["daily-limit"] * 3
     rpcs.calls.clear()
     post(client, page, "192.0.2.99")
     assert "Commit" not in rpcs.calls  # past the limit nothing is written
