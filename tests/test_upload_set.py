@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from real_gcloud import GCLOUD, sdk
+
+pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Paths that must never ship, whether or not they exist in this checkout yet.
@@ -60,45 +62,9 @@ with tempfile.TemporaryDirectory() as folder:
 """
 
 
-@pytest.fixture(scope="module")
-def sdk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Where the installed Google Cloud SDK lives and the Python it runs on."""
-    if shutil.which("gcloud") is None:
-        pytest.skip("gcloud is not installed")
-    config = tmp_path_factory.mktemp("gcloud-config")
-    result = subprocess.run(
-        ["gcloud", "info", "--format=json(installation.sdk_root,basic.python_location)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "CLOUDSDK_CONFIG": str(config), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
-    )
-    info = json.loads(result.stdout)
-    return {
-        "root": info["installation"]["sdk_root"],
-        "python": info["basic"]["python_location"],
-        "config": str(config),
-    }
-
-
-def gcloud_archive(sdk: dict[str, str], source: Path) -> list[str]:
+def gcloud_archive(source: Path) -> list[str]:
     """The names in the zip gcloud would upload for source, as the SDK's own code builds it."""
-    lib = Path(sdk["root"]) / "lib"
-    result = subprocess.run(
-        [sdk["python"], "-c", ARCHIVE_SCRIPT],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": os.pathsep.join([str(lib), str(lib / "third_party")]),
-            "CLOUDSDK_CONFIG": sdk["config"],
-        },
-    )
-    return json.loads(result.stdout)
+    return json.loads(sdk().run_python(ARCHIVE_SCRIPT, cwd=source))
 
 
 def function_source(root: Path) -> list[str]:
@@ -108,16 +74,16 @@ def function_source(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def archive(sdk: dict[str, str]) -> list[str]:
+def archive() -> list[str]:
     """What a deploy from this checkout would upload."""
-    return gcloud_archive(sdk, ROOT)
+    return gcloud_archive(ROOT)
 
 
 def test_archive_of_this_checkout_is_the_function_source(archive: list[str]) -> None:
     assert sorted(archive) == function_source(ROOT)
 
 
-def test_archive_leaves_out_everything_else(sdk: dict[str, str], tmp_path: Path) -> None:
+def test_archive_leaves_out_everything_else(tmp_path: Path) -> None:
     # A checkout holding every kind of file a developer's machine has, and new ones.
     shutil.copy(ROOT / ".gcloudignore", tmp_path)
     for path in [*function_source(ROOT), *NEVER_UPLOADED]:
@@ -125,7 +91,7 @@ def test_archive_leaves_out_everything_else(sdk: dict[str, str], tmp_path: Path)
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / path).touch()
 
-    assert sorted(gcloud_archive(sdk, tmp_path)) == function_source(tmp_path)
+    assert sorted(gcloud_archive(tmp_path)) == function_source(tmp_path)
 
 
 def local_imports(source: Path) -> set[str]:
