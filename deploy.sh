@@ -141,7 +141,9 @@ check_prerequisites() {
         command -v gcloud >/dev/null ||
             die "gcloud is not installed; install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install"
         local account
-        account=$(gcloud auth list --filter=status:ACTIVE --format="value(account)" || true)
+        # 2>/dev/null: with no account at all, gcloud also warns that no resource has a status.
+        account=$(gcloud auth list --filter=status:ACTIVE --format="value(account)" 2>/dev/null ||
+            true)
         [[ -n $account ]] || die "no account is logged in to gcloud; run: gcloud auth login"
         if [[ -z $PROJECT ]]; then
             PROJECT=$(gcloud config get-value project 2>/dev/null || true)

@@ -1,238 +1,57 @@
-"""deploy.sh and scripts/smoke.sh, run for real against a fake gcloud (tests/fakes/gcloud)."""
+"""deploy.sh run with the real gcloud against a stand-in of Google's APIs, and scripts/smoke.sh.
+
+Each deploy here is a real run: deploy.sh calls the installed gcloud, which builds the archive,
+signs in with a throwaway key and sends its requests to tests/cloud_standin.py. The tests assert
+what Google would receive. A few full runs are shared by module-scoped fixtures, since each
+gcloud command takes about half a second to start.
+"""
 
 from __future__ import annotations
 
-import json
+import base64
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cloud_standin import COMPUTE_ACCOUNT, OWNER
+from conftest import SITE
 from counter import unique
 from counter.config import Settings
+from real_gcloud import GCLOUD, Cloud, Run
 from scripts.emulator import free_port
+from test_upload_set import function_source
+
+pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed")
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKES = ROOT / "tests" / "fakes"
 PROJECT = "counter-project"
-ORIGINS = "https://me.example,https://www.me.example"
+ORIGINS = f"{SITE},https://www.{SITE.removeprefix('https://')}"
 SERVICE_ACCOUNT = f"visit-counter@{PROJECT}.iam.gserviceaccount.com"
-FUNCTION_URL = "https://visits-fake-uc.a.run.app"
-SYSTEM_PATH = os.environ["PATH"]
-# The only gcloud calls allowed before every check has passed: they create nothing.
+# The only gcloud commands allowed before every check has passed: they send nothing to Google.
 READ_ONLY_CHECKS = {("auth", "list"), ("config", "get-value")}
 # What deploy.sh needs besides gcloud, for runs on a PATH that holds no gcloud.
 TOOLS = ("bash", "env", "dirname", "mktemp", "rm", "awk", "sed", "date", "grep", "cat", "sleep")
-
-
-@dataclass
-class FakeCloud:
-    """A project as the fake gcloud sees it, kept in files under a test's tmp_path."""
-
-    home: Path
-
-    @property
-    def log(self) -> Path:
-        """One JSON argv per gcloud call."""
-        return self.home / "gcloud-calls.jsonl"
-
-    @property
-    def state(self) -> Path:
-        """What exists in the fake project."""
-        return self.home / "gcloud-state.json"
-
-    def env(self, **overrides: str | None) -> dict[str, str]:
-        """deploy.sh's environment: logged in, a project, ALLOWED_ORIGINS; None removes a name."""
-        env = {
-            # The fake's python3 is this interpreter: quick to start, unlike a version shim.
-            "PATH": os.pathsep.join([str(FAKES), str(Path(sys.executable).parent), SYSTEM_PATH]),
-            "HOME": str(self.home),
-            # Should the real gcloud ever run, it finds no credentials and changes nothing.
-            "CLOUDSDK_CONFIG": str(self.home / "no-gcloud-config"),
-            "FAKE_GCLOUD_LOG": str(self.log),
-            "FAKE_GCLOUD_STATE": str(self.state),
-            "FAKE_GCLOUD_ACCOUNT": "me@example.com",
-            "GOOGLE_CLOUD_PROJECT": PROJECT,
-            "ALLOWED_ORIGINS": ORIGINS,
-        }
-        env.update(overrides)
-        return {name: value for name, value in env.items() if value is not None}
-
-    def deploy(self, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
-        """Run deploy.sh from another folder, as a user might."""
-        full_env = self.env(**env)
-        gcloud = shutil.which("gcloud", path=full_env["PATH"])
-        assert gcloud in (None, str(FAKES / "gcloud")), f"the real gcloud would run: {gcloud}"
-        return subprocess.run(
-            [str(ROOT / "deploy.sh"), *args],
-            cwd=self.home,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    def calls(self) -> list[list[str]]:
-        """Every gcloud call so far, as argv lists."""
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def world(self) -> dict:
-        """The fake project's resources."""
-        return json.loads(self.state.read_text())
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished deploy.sh run and the gcloud calls it made."""
-
-    home: Path
-    result: subprocess.CompletedProcess[str]
-    calls: list[list[str]]
-    world: dict
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> FakeCloud:
-    """An empty fake project, logged in."""
-    return FakeCloud(tmp_path)
-
-
-def run_in(home: Path, *args: str) -> Run:
-    """Deploy into the fake project kept in home, recording only this run's calls."""
-    cloud = FakeCloud(home)
-    cloud.log.unlink(missing_ok=True)
-    result = cloud.deploy(*args)
-    assert result.returncode == 0, result.stderr
-    return Run(home, result, cloud.calls(), cloud.world())
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """A default deploy into an empty project, shared by the tests that only read it."""
-    return run_in(tmp_path_factory.mktemp("deployed"))
-
-
-@pytest.fixture(scope="module")
-def deployed_with_gateway(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """A --gateway deploy into an empty project, shared by the tests that only read it."""
-    return run_in(tmp_path_factory.mktemp("gateway"), "--gateway")
-
-
-@pytest.fixture(scope="module")
-def redeployed(deployed: Run) -> Run:
-    """The same default deploy run again, into the project the first run set up."""
-    return run_in(deployed.home)
-
-
-@pytest.fixture
-def path_without_gcloud(tmp_path: Path) -> str:
-    """A PATH with bash and the usual tools but no gcloud."""
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    for tool in TOOLS:
-        (tools / tool).symlink_to(shutil.which(tool))
-    return str(tools)
-
-
-def command(call: list[str]) -> str:
-    """The command's words before its flags, e.g. "functions deploy visits"."""
-    return " ".join(word for word in call if not word.startswith("-"))
-
-
-def flags(call: list[str]) -> dict[str, str]:
-    """The call's --name=value flags; bare --name flags map to ""."""
-    return dict(arg[2:].partition("=")[::2] for arg in call if arg.startswith("--"))
-
-
-def calls_of(calls: list[list[str]], prefix: str) -> list[list[str]]:
-    """The calls whose command starts with prefix."""
-    return [call for call in calls if command(call).startswith(prefix)]
-
-
-def parse_env_vars(value: str) -> dict[str, str]:
-    """Split a --set-env-vars value as gcloud does, ^DELIM^ included (`gcloud topic escaping`)."""
-    delimiter = ","
-    if value.startswith("^"):
-        delimiter, value = value[1:].split("^", 1)
-    return dict(item.split("=", 1) for item in value.split(delimiter))
-
-
-def test_deploy_spells_out_every_flag(deployed: Run) -> None:
-    [deploy] = calls_of(deployed.calls, "functions deploy")
-    assert deploy[:3] == ["functions", "deploy", "visits"]
-    deploy_flags = flags(deploy)
-    assert deploy_flags.pop("set-env-vars")
-    assert deploy_flags == {
-        "gen2": "",
-        "runtime": "python312",
-        "region": "us-central1",
-        "source": ".",
-        "entry-point": "visits",
-        "trigger-http": "",
-        "allow-unauthenticated": "",
-        "service-account": SERVICE_ACCOUNT,
-        "max-instances": "3",
-        "concurrency": "1",
-        "memory": "256Mi",
-        "project": PROJECT,
-        "quiet": "",
-    }
-
-
-def test_source_is_the_repository_wherever_deploy_is_started(deployed: Run) -> None:
-    # FakeCloud.deploy starts deploy.sh from the test's own folder, not the repository.
-    assert deployed.world["functions"]["visits"]["source_dir"] == str(ROOT)
-
-
-def test_function_environment_keeps_commas_in_origins(deployed: Run) -> None:
-    [deploy] = calls_of(deployed.calls, "functions deploy")
-    assert parse_env_vars(flags(deploy)["set-env-vars"]) == {
-        "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "ALLOWED_ORIGINS": ORIGINS,
-    }
-
-
-def test_settings_from_the_environment_reach_gcloud(cloud: FakeCloud) -> None:
-    result = cloud.deploy(
-        REGION="europe-west1",
-        FUNCTION_NAME="counter",
-        MAX_INSTANCES="5",
-        SERVICE_ACCOUNT_NAME="counter-runtime",
-        DATASTORE_DATABASE="visits",
-        ALLOWED_PAGES="/,/blog/*",
-        DEFAULT_PAGE="/home",
-    )
-
-    assert result.returncode == 0, result.stderr
-    calls = cloud.calls()
-    [deploy] = calls_of(calls, "functions deploy")
-    assert deploy[2] == "counter"
-    assert flags(deploy)["region"] == "europe-west1"
-    assert flags(deploy)["max-instances"] == "5"
-    assert flags(deploy)["service-account"] == f"counter-runtime@{PROJECT}.iam.gserviceaccount.com"
-    assert parse_env_vars(flags(deploy)["set-env-vars"]) == {
-        "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "ALLOWED_ORIGINS": ORIGINS,
-        "DATASTORE_DATABASE": "visits",
-        "ALLOWED_PAGES": "/,/blog/*",
-        "DEFAULT_PAGE": "/home",
-    }
-    [create_db] = calls_of(calls, "firestore databases create")
-    assert flags(create_db) == {
-        "database": "visits",
-        "location": "europe-west1",
-        "type": "datastore-mode",
-        "project": PROJECT,
-    }
+# The second project: every setting changed, the project taken from gcloud's config, --gateway.
+CUSTOM_PROJECT = "config-project"
+CUSTOM_ACCOUNT = f"counter-runtime@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
+CUSTOM_SETTINGS = {
+    "REGION": "europe-west1",
+    "FUNCTION_NAME": "counter",
+    "RUNTIME": "python311",
+    "MAX_INSTANCES": "5",
+    "MEMORY": "512Mi",
+    "SERVICE_ACCOUNT_NAME": "counter-runtime",
+    "DATASTORE_DATABASE": "visits",
+    "FIRESTORE_LOCATION": "eur3",
+}
 
 
 class RecordingEnv(dict[str, str]):
@@ -263,123 +82,297 @@ def settings_the_function_reads() -> set[str]:
     return env.asked - {"DATASTORE_EMULATOR_HOST"}  # meaningful only on a developer's machine
 
 
-def test_every_setting_the_function_reads_can_be_passed_on(cloud: FakeCloud) -> None:
-    set_by_deploy = {"GOOGLE_CLOUD_PROJECT", "ALLOWED_ORIGINS"}
+def function_settings() -> dict[str, str]:
+    """A value for every setting of the function that deploy.sh passes on, commas included."""
     values = {name: f"value-of-{name.lower()}" for name in settings_the_function_reads()}
-    for name in set_by_deploy:
+    for name in ("GOOGLE_CLOUD_PROJECT", "ALLOWED_ORIGINS"):  # deploy.sh sets these itself
         del values[name]
-
-    result = cloud.deploy(**values)
-
-    assert result.returncode == 0, result.stderr
-    [deploy] = calls_of(cloud.calls(), "functions deploy")
-    passed = parse_env_vars(flags(deploy)["set-env-vars"])
-    assert passed == {"GOOGLE_CLOUD_PROJECT": PROJECT, "ALLOWED_ORIGINS": ORIGINS, **values}
+    values["DATASTORE_DATABASE"] = CUSTOM_SETTINGS["DATASTORE_DATABASE"]
+    values["ALLOWED_PAGES"] = "/,/blog/*"
+    return values
 
 
-def test_project_comes_from_gcloud_config_when_not_set(cloud: FakeCloud) -> None:
-    result = cloud.deploy(GOOGLE_CLOUD_PROJECT=None, FAKE_GCLOUD_PROJECT="config-project")
-
-    assert result.returncode == 0, result.stderr
-    [deploy] = calls_of(cloud.calls(), "functions deploy")
-    assert flags(deploy)["project"] == "config-project"
-    assert flags(deploy)["service-account"].endswith("@config-project.iam.gserviceaccount.com")
-
-
-def test_project_flag_wins_over_the_environment(cloud: FakeCloud) -> None:
-    result = cloud.deploy("--project=flag-project")
-
-    assert result.returncode == 0, result.stderr
-    calls = [call for call in cloud.calls() if tuple(call[:2]) not in READ_ONLY_CHECKS]
-    # add-iam-policy-binding takes the project as its argument, every other call as --project.
-    assert {flags(call).get("project", call[2]) for call in calls} == {"flag-project"}
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Cloud]]:
+    """Every stand-in this module starts, stopped at its end."""
+    started: list[Cloud] = []
+    yield started
+    for cloud in started:
+        cloud.close()
 
 
-def test_first_run_creates_database_and_service_account(deployed: Run) -> None:
-    calls = deployed.calls
-    [create_db] = calls_of(calls, "firestore databases create")
-    assert flags(create_db)["database"] == "(default)"
-    assert flags(create_db)["type"] == "datastore-mode"
-    [create_sa] = calls_of(calls, "iam service-accounts create")
-    assert create_sa[3] == "visit-counter"
-    assert deployed.world["service_accounts"] == [SERVICE_ACCOUNT]
+def new_cloud(clouds: list[Cloud], home: Path, project: str = PROJECT, **options) -> Cloud:
+    """A fresh project on its own stand-in, with its own gcloud configuration."""
+    cloud = Cloud(home, project, **options)
+    clouds.append(cloud)
+    return cloud
 
 
-def test_first_run_sets_ttl_on_the_kinds_that_expire(deployed: Run) -> None:
-    updates = calls_of(deployed.calls, "firestore fields ttls update")
+def succeeded(run: Run) -> Run:
+    """The run, after checking that deploy.sh exited 0."""
+    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
+    return run
 
-    policies = {(flags(call)["collection-group"], call[4]) for call in updates}
-    assert policies == {
-        (unique.MARKER_KIND, unique.EXPIRE_AT),
-        (unique.SALT_KIND, unique.EXPIRE_AT),
+
+@pytest.fixture(scope="module")
+def default_cloud(
+    clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory, live_server: str
+) -> Cloud:
+    """An empty project whose function, once deployed, answers at a live local server."""
+    cloud = new_cloud(clouds, tmp_path_factory.mktemp("default"))
+    cloud.standin.function_url = live_server
+    return cloud
+
+
+@pytest.fixture(scope="module")
+def custom_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) -> Cloud:
+    """A project named only in gcloud's config, whose runtime account was made by hand."""
+    cloud = new_cloud(
+        clouds,
+        tmp_path_factory.mktemp("custom"),
+        CUSTOM_PROJECT,
+        config_project=CUSTOM_PROJECT,
+    )
+    cloud.standin.add_service_account(CUSTOM_SETTINGS["SERVICE_ACCOUNT_NAME"])
+    return cloud
+
+
+def deploy_custom_twice(cloud: Cloud) -> tuple[Run, Run]:
+    """A --gateway deploy with every setting changed and GOOGLE_CLOUD_PROJECT unset; then the
+    same again with --project given and another project in the environment."""
+    settings = {"ALLOWED_ORIGINS": ORIGINS, **CUSTOM_SETTINGS, **function_settings()}
+    first = cloud.deploy("--gateway", GOOGLE_CLOUD_PROJECT=None, **settings)
+    again = cloud.deploy(
+        "--gateway",
+        f"--project={CUSTOM_PROJECT}",
+        GOOGLE_CLOUD_PROJECT="someone-elses-project",
+        **settings,
+    )
+    return first, again
+
+
+@pytest.fixture(scope="module")
+def full_deploys(default_cloud: Cloud, custom_cloud: Cloud) -> Iterator[dict[str, Future]]:
+    """The module's full deploys, started together in the background as the first test needs
+    one: the two projects are independent, and each run is mostly gcloud starting up."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "default": pool.submit(default_cloud.deploy, "--smoke", ALLOWED_ORIGINS=ORIGINS),
+            "custom": pool.submit(deploy_custom_twice, custom_cloud),
+        }
+
+
+@pytest.fixture(scope="module")
+def deployed(full_deploys: dict[str, Future]) -> Run:
+    """The README's deploy into an empty project, with --smoke."""
+    return succeeded(full_deploys["default"].result())
+
+
+@pytest.fixture(scope="module")
+def custom(full_deploys: dict[str, Future]) -> Run:
+    """The first deploy into the custom project: every setting changed, --gateway."""
+    return succeeded(full_deploys["custom"].result()[0])
+
+
+@pytest.fixture(scope="module")
+def custom_again(full_deploys: dict[str, Future]) -> Run:
+    """The second deploy into the custom project."""
+    return succeeded(full_deploys["custom"].result()[1])
+
+
+@pytest.fixture(scope="module")
+def idle_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) -> Cloud:
+    """A logged-in project for runs that must stop before they send Google anything."""
+    return new_cloud(clouds, tmp_path_factory.mktemp("idle"))
+
+
+@pytest.fixture
+def empty_project(idle_cloud: Cloud) -> Cloud:
+    """The idle project made new again, for a test that changes it (saves a second login)."""
+    idle_cloud.standin.reset()
+    return idle_cloud
+
+
+def command(call: list[str]) -> str:
+    """A command's words before its flags, e.g. "functions deploy visits"."""
+    return " ".join(word for word in call if not word.startswith("-"))
+
+
+def flags(call: list[str]) -> dict[str, str]:
+    """A command's --name=value flags; bare --name flags map to ""."""
+    return dict(arg[2:].partition("=")[::2] for arg in call if arg.startswith("--"))
+
+
+def plan(stdout: str) -> list[list[str]]:
+    """The gcloud commands a dry run printed, split as the shell would."""
+    lines = [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
+    return [line for line in lines if line[0] == "gcloud"]
+
+
+# --- what Google receives from a first deploy ---
+
+
+def test_archive_uploaded_is_the_function_source(deployed: Run) -> None:
+    [upload] = [call for call in deployed.calls if call.files is not None]
+    [create] = deployed.requests("cloudfunctions.projects.locations.functions.create")
+
+    assert sorted(upload.files) == function_source(ROOT)
+    storage = create.body["buildConfig"]["source"]["storageSource"]
+    assert upload.path == f"{storage['bucket']}/{storage['object']}"
+
+
+def test_function_is_created_as_specified(deployed: Run) -> None:
+    [create] = deployed.requests("cloudfunctions.projects.locations.functions.create")
+
+    assert create.query == {"functionId": "visits"}
+    assert create.body["name"] == f"projects/{PROJECT}/locations/us-central1/functions/visits"
+    build = create.body["buildConfig"]
+    assert (build["entryPoint"], build["runtime"]) == ("visits", "python312")
+    # CPU is not named: the platform gives 256 MiB its own share (0.167 vCPU), ingress stays open.
+    assert create.body["serviceConfig"] == {
+        "availableMemory": "256Mi",
+        "maxInstanceCount": 3,
+        "maxInstanceRequestConcurrency": 1,
+        "serviceAccountEmail": SERVICE_ACCOUNT,
+        "environmentVariables": {"GOOGLE_CLOUD_PROJECT": PROJECT, "ALLOWED_ORIGINS": ORIGINS},
     }
-    for call in updates:
-        assert "enable-ttl" in flags(call)
-        assert flags(call)["database"] == "(default)"
+    assert "eventTrigger" not in create.body  # an HTTP function
 
 
-def test_service_account_gets_datastore_user_and_nothing_else(deployed: Run) -> None:
-    [binding] = calls_of(deployed.calls, "projects add-iam-policy-binding")
-    assert binding[2] == PROJECT
-    assert flags(binding) == {
-        "member": f"serviceAccount:{SERVICE_ACCOUNT}",
-        "role": "roles/datastore.user",
-        "condition": "None",
-        "format": "none",
-    }
+def test_first_run_creates_database_account_and_function(deployed: Run) -> None:
+    assert deployed.created == [
+        f"firestore projects/{PROJECT}/databases/(default)",
+        f"firestore projects/{PROJECT}/databases/(default)/collectionGroups/"
+        f"{unique.MARKER_KIND}/fields/{unique.EXPIRE_AT} ttlConfig",
+        f"firestore projects/{PROJECT}/databases/(default)/collectionGroups/"
+        f"{unique.SALT_KIND}/fields/{unique.EXPIRE_AT} ttlConfig",
+        f"iam projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}",
+        f"cloudfunctions projects/{PROJECT}/locations/us-central1/functions/visits",
+    ]
+    [database] = deployed.requests("firestore.projects.databases.create")
+    assert database.query == {"databaseId": "(default)"}
+    assert (database.body["type"], database.body["locationId"]) == ("DATASTORE_MODE", "us-central1")
+    [account] = deployed.requests("iam.projects.serviceAccounts.create")
+    assert account.body["accountId"] == "visit-counter"
+    assert account.body["serviceAccount"]["displayName"] == "Visit counter (Cloud Function visits)"
 
 
-def test_no_call_uses_the_default_compute_account(deployed_with_gateway: Run) -> None:
-    words = [word for call in deployed_with_gateway.calls for word in call]
-    assert not [word for word in words if "compute@developer.gserviceaccount.com" in word]
-    assert not [word for word in words if "appspot.gserviceaccount.com" in word]
-
-
-def test_second_run_creates_nothing_but_a_new_revision(redeployed: Run) -> None:
-    calls = redeployed.calls
-
-    assert [command(call) for call in calls if "create" in call] == []
-    assert calls_of(calls, "firestore fields ttls update") == []
-    assert len(calls_of(calls, "functions deploy")) == 1
-
-
-def test_database_and_account_made_by_hand_are_used_as_they_are(cloud: FakeCloud) -> None:
-    result = cloud.deploy(FAKE_GCLOUD_SA_EXISTS="1", FAKE_GCLOUD_DB_TYPE="DATASTORE_MODE")
-
-    assert result.returncode == 0, result.stderr
-    assert [command(call) for call in cloud.calls() if "create" in call] == []
-
-
-def test_native_mode_database_stops_without_touching_anything(cloud: FakeCloud) -> None:
-    result = cloud.deploy(FAKE_GCLOUD_DB_TYPE="FIRESTORE_NATIVE")
-
-    assert result.returncode != 0
-    assert "Firestore Native mode" in result.stderr
-    assert "Datastore mode" in result.stderr
-    ran = [command(call) for call in cloud.calls() if tuple(call[:2]) not in READ_ONLY_CHECKS]
-    # Enabling the APIs comes first, as asking about the database needs them; then it stops.
-    assert [name for name in ran if not name.startswith("services enable")] == [
-        "firestore databases describe"
+def test_apis_are_enabled_first(deployed: Run) -> None:
+    enable = deployed.api_calls[0]
+    assert enable.method_id == "serviceusage.services.batchEnable"
+    assert enable.body["serviceIds"] == [
+        f"{api}.googleapis.com"
+        for api in (
+            "cloudfunctions",
+            "run",
+            "cloudbuild",
+            "artifactregistry",
+            "datastore",
+            "firestore",
+            "iam",
+            "logging",
+        )
     ]
 
 
-@pytest.mark.parametrize(
-    "denied", ["firestore databases describe", "iam service-accounts describe"]
-)
-def test_lookup_error_other_than_not_found_stops_the_deploy(cloud: FakeCloud, denied: str) -> None:
-    result = cloud.deploy(FAKE_GCLOUD_DENY=denied)
+def test_ttl_policies_cover_the_kinds_that_expire(default_cloud: Cloud, deployed: Run) -> None:
+    fields = default_cloud.standin.resources["firestore"]
+    with_ttl = {name for name, field in fields.items() if "ttlConfig" in field}
 
-    assert result.returncode != 0
-    assert "PERMISSION_DENIED" in result.stderr
-    done = [command(call) for call in cloud.calls()]
-    assert not [word for word in done if word.startswith(denied.replace("describe", "create"))]
-    assert not [word for word in done if word.startswith("functions deploy")]
+    assert with_ttl == {
+        f"projects/{PROJECT}/databases/(default)/collectionGroups/{kind}/fields/{unique.EXPIRE_AT}"
+        for kind in (unique.MARKER_KIND, unique.SALT_KIND)
+    }
+
+
+def test_account_gets_datastore_user_and_the_public_may_invoke(
+    default_cloud: Cloud, deployed: Run
+) -> None:
+    standin = default_cloud.standin
+    project_policy = standin.policy("cloudresourcemanager", f"projects/{PROJECT}")
+    service = f"projects/{PROJECT}/locations/us-central1/services/visits"
+
+    assert project_policy["bindings"] == [
+        {"role": "roles/owner", "members": [OWNER]},  # the project's own, kept
+        {"role": "roles/datastore.user", "members": [f"serviceAccount:{SERVICE_ACCOUNT}"]},
+    ]
+    assert "condition" not in project_policy["bindings"][1]
+    assert standin.policy("run", service)["bindings"] == [
+        {"role": "roles/run.invoker", "members": ["allUsers"]}
+    ]
+
+
+def test_without_gateway_flag_api_gateway_is_left_alone(deployed: Run) -> None:
+    assert not [call for call in deployed.calls if call.api == "apigateway"]
+    [enable] = deployed.requests("serviceusage.services.batchEnable")
+    assert not [api for api in enable.body["serviceIds"] if "gateway" in api]
+
+
+def test_summary_shows_url_curl_and_snippet(deployed: Run, live_server: str) -> None:
+    url = live_server.rstrip("/")
+    lines = [line.strip() for line in deployed.result.stdout.splitlines()]
+    assert f"Function URL: {live_server}" in lines
+    assert f"curl -X POST -A 'Mozilla/5.0' -H 'Origin: {SITE}' '{url}/?page=/'" in lines
+    placeholder = "\u2013"  # an en dash shows until the count arrives
+    assert f'<span data-visit-counter data-endpoint="{url}/">{placeholder}</span>' in lines
+    assert '<script src="counter.js" defer></script>' in lines
+
+
+def test_deploy_smoke_flag_checks_the_deployed_url(deployed: Run, live_server: str) -> None:
+    assert f"smoke: all checks passed against {live_server.rstrip('/')}/" in deployed.result.stdout
+
+
+def test_dry_run_plan_is_what_a_real_run_does(idle_cloud: Cloud, deployed: Run) -> None:
+    dry_run = idle_cloud.deploy("--dry-run", "--smoke", ALLOWED_ORIGINS=ORIGINS)
+
+    done = [call for call in deployed.commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+    assert plan(dry_run.result.stdout) == [["gcloud", *call] for call in done]
+    assert (dry_run.commands, dry_run.calls) == ([], [])
+
+
+# --- runs that stop ---
+
+
+def test_native_mode_database_stops_without_touching_anything(empty_project: Cloud) -> None:
+    empty_project.standin.add_database("(default)", "FIRESTORE_NATIVE")
+
+    run = empty_project.deploy(ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert "Firestore Native mode" in run.result.stderr
+    assert "Datastore mode" in run.result.stderr
+    # Enabling the APIs comes first, as asking about the database needs them; then it stops.
+    assert [call.method_id for call in run.api_calls] == [
+        "serviceusage.services.batchEnable",
+        "firestore.projects.databases.get",
+    ]
+    assert run.created == []
+
+
+@pytest.mark.parametrize(
+    ("denied", "create"),
+    [
+        ("firestore.projects.databases.get", "firestore.projects.databases.create"),
+        ("iam.projects.serviceAccounts.get", "iam.projects.serviceAccounts.create"),
+    ],
+)
+def test_lookup_error_other_than_not_found_stops_the_deploy(
+    empty_project: Cloud, denied: str, create: str
+) -> None:
+    empty_project.standin.denied.add(denied)
+
+    run = empty_project.deploy(ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert "PERMISSION_DENIED" in run.result.stderr
+    assert [call.status for call in run.requests(denied)] == [403]
+    assert run.requests(create) == []
+    assert not [call for call in run.calls if call.api == "cloudfunctions"]
 
 
 @pytest.mark.parametrize(
     ("env", "args", "fix"),
     [
-        pytest.param({"FAKE_GCLOUD_ACCOUNT": ""}, (), "gcloud auth login", id="not-logged-in"),
         pytest.param(
             {"GOOGLE_CLOUD_PROJECT": None}, (), "gcloud config set project", id="no-project"
         ),
@@ -401,127 +394,207 @@ def test_lookup_error_other_than_not_found_stops_the_deploy(cloud: FakeCloud, de
         pytest.param({}, ("--bogus",), "--help", id="unknown-argument"),
     ],
 )
-def test_failed_check_stops_before_anything_is_created(
-    cloud: FakeCloud, env: dict[str, str | None], args: tuple[str, ...], fix: str
+def test_failed_check_stops_before_anything_is_sent(
+    idle_cloud: Cloud, env: dict[str, str | None], args: tuple[str, ...], fix: str
 ) -> None:
-    result = cloud.deploy(*args, **env)
+    run = idle_cloud.deploy(*args, **{"ALLOWED_ORIGINS": ORIGINS, **env})
 
-    assert result.returncode != 0
-    assert fix in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert {tuple(call[:2]) for call in cloud.calls()} <= READ_ONLY_CHECKS
+    assert run.result.returncode != 0
+    assert fix in run.result.stderr
+    assert len(run.result.stderr.strip().splitlines()) == 1
+    assert {tuple(call[:2]) for call in run.commands} <= READ_ONLY_CHECKS
+    assert run.calls == []
 
 
-def test_missing_gcloud_says_how_to_install_it(cloud: FakeCloud, path_without_gcloud: str) -> None:
-    result = cloud.deploy(PATH=path_without_gcloud)
+def test_not_logged_in_says_how_to_log_in(clouds: list[Cloud], tmp_path: Path) -> None:
+    cloud = new_cloud(clouds, tmp_path, logged_in=False)
 
-    assert result.returncode != 0
-    assert result.stderr.strip() == (
+    run = cloud.deploy(ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert run.result.stderr.strip() == (
+        "deploy.sh: no account is logged in to gcloud; run: gcloud auth login"
+    )
+    assert run.calls == []
+
+
+@pytest.fixture
+def path_without_gcloud(tmp_path: Path) -> str:
+    """A PATH with bash and the usual tools but no gcloud."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in TOOLS:
+        (tools / tool).symlink_to(shutil.which(tool))
+    return str(tools)
+
+
+def test_missing_gcloud_says_how_to_install_it(idle_cloud: Cloud, path_without_gcloud: str) -> None:
+    run = idle_cloud.deploy(PATH=path_without_gcloud, ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert run.result.stderr.strip() == (
         "deploy.sh: gcloud is not installed; install the Google Cloud CLI: "
         "https://cloud.google.com/sdk/docs/install"
     )
 
 
-def plan(stdout: str) -> list[list[str]]:
-    """The commands a dry run printed, split as the shell would."""
-    return [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
-
-
-@pytest.mark.parametrize("gcloud_installed", [True, False], ids=["fake-gcloud", "no-gcloud"])
+@pytest.mark.parametrize("gcloud_installed", [True, False], ids=["gcloud", "no-gcloud"])
 def test_dry_run_prints_the_plan_and_runs_no_gcloud(
-    cloud: FakeCloud, path_without_gcloud: str, gcloud_installed: bool
+    clouds: list[Cloud], tmp_path: Path, path_without_gcloud: str, gcloud_installed: bool
 ) -> None:
+    cloud = new_cloud(clouds, tmp_path, logged_in=False)  # a dry run needs no login
     path = cloud.env()["PATH"] if gcloud_installed else path_without_gcloud
-    result = cloud.deploy("--dry-run", PATH=path, FAKE_GCLOUD_ACCOUNT="")
 
-    assert result.returncode == 0, result.stderr
-    assert not cloud.log.exists()
-    assert "assumes nothing exists yet" in result.stdout
-    commands = [command(call[1:]) for call in plan(result.stdout)]
+    run = cloud.deploy("--dry-run", PATH=path, ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode == 0, run.result.stderr
+    assert (run.commands, run.calls) == ([], [])
+    assert "assumes nothing exists yet" in run.result.stdout
+    commands = [command(call[1:]) for call in plan(run.result.stdout)]
     assert "firestore databases create" in commands
     assert "iam service-accounts create visit-counter" in commands
     assert "functions deploy visits" in commands
 
 
-def test_dry_run_plan_is_what_a_real_run_does(cloud: FakeCloud, deployed: Run) -> None:
-    planned = plan(cloud.deploy("--dry-run").stdout)
+def test_dry_run_smoke_only_prints_the_check(idle_cloud: Cloud) -> None:
+    run = idle_cloud.deploy("--dry-run", "--smoke", ALLOWED_ORIGINS=ORIGINS)
 
-    done = [call for call in deployed.calls if tuple(call[:2]) not in READ_ONLY_CHECKS]
-    assert planned == [["gcloud", *call] for call in done]
-
-
-def test_summary_shows_url_curl_and_snippet(deployed: Run) -> None:
-    lines = [line.strip() for line in deployed.result.stdout.splitlines()]
-    assert f"Function URL: {FUNCTION_URL}" in lines
-    assert (
-        f"curl -X POST -A 'Mozilla/5.0' -H 'Origin: https://me.example' '{FUNCTION_URL}/?page=/'"
-        in lines
-    )
-    placeholder = "\u2013"  # an en dash shows until the count arrives
-    span = f'<span data-visit-counter data-endpoint="{FUNCTION_URL}/">{placeholder}</span>'
-    assert span in lines
-    assert '<script src="counter.js" defer></script>' in lines
+    assert run.result.returncode == 0, run.result.stderr
+    assert f"+ scripts/smoke.sh --origin={SITE} https://FUNCTION_URL/" in run.result.stdout
+    assert "smoke: " not in run.result.stdout
 
 
-def test_help_documents_every_setting(cloud: FakeCloud) -> None:
-    result = cloud.deploy("--help")
+def test_help_documents_every_setting(idle_cloud: Cloud) -> None:
+    run = idle_cloud.deploy("--help")
 
-    assert result.returncode == 0
+    assert run.result.returncode == 0
     deploy_settings = {
-        "REGION",
-        "FUNCTION_NAME",
-        "RUNTIME",
-        "MAX_INSTANCES",
+        *CUSTOM_SETTINGS,
         "CONCURRENCY",
-        "MEMORY",
-        "SERVICE_ACCOUNT_NAME",
-        "FIRESTORE_LOCATION",
         "--project",
         "--dry-run",
         "--gateway",
         "--smoke",
     }
-    documented = set(re.findall(r"[A-Z][A-Z_]+[A-Z]|--[a-z-]+", result.stdout))
+    documented = set(re.findall(r"[A-Z][A-Z_]+[A-Z]|--[a-z-]+", run.result.stdout))
     assert deploy_settings | settings_the_function_reads() <= documented
-    assert not cloud.log.exists()
+    assert run.commands == []
 
 
-def test_without_gateway_flag_api_gateway_is_left_alone(deployed: Run) -> None:
-    calls = deployed.calls
-    assert calls_of(calls, "api-gateway") == []
-    [enable] = calls_of(calls, "services enable")
-    assert not [api for api in enable if api.startswith("apigateway")]
+# --- settings, the project, the gateway, and a second run ---
 
 
-def test_gateway_serves_the_function_url(deployed_with_gateway: Run) -> None:
-    calls = deployed_with_gateway.calls
-    [enable] = calls_of(calls, "services enable")
-    assert {
-        "apigateway.googleapis.com",
-        "servicemanagement.googleapis.com",
-        "servicecontrol.googleapis.com",
-    } <= set(enable)
-    assert len(calls_of(calls, "api-gateway apis create visits")) == 1
-    [config] = calls_of(calls, "api-gateway api-configs create")
-    assert re.fullmatch(r"visits-\d{8}-\d{6}", config[3])
-    assert flags(config)["api"] == "visits"
-    assert flags(config)["backend-auth-service-account"] == SERVICE_ACCOUNT
-    [gateway] = calls_of(calls, "api-gateway gateways create visits-gateway")
-    assert flags(gateway)["api-config"] == config[3]
-    spec = yaml.safe_load(deployed_with_gateway.world["api_configs"][config[3]])
-    assert spec["x-google-backend"]["address"] == FUNCTION_URL
-    summary = deployed_with_gateway.result.stdout
-    assert "Gateway URL:  https://visits-gateway-fake.uc.gateway.dev/" in summary
+def test_settings_from_the_environment_reach_google(custom: Run) -> None:
+    [create] = custom.requests("cloudfunctions.projects.locations.functions.create")
+    location = f"projects/{CUSTOM_PROJECT}/locations/europe-west1"
+
+    assert create.body["name"] == f"{location}/functions/counter"
+    assert create.body["buildConfig"]["runtime"] == "python311"
+    service = create.body["serviceConfig"]
+    assert (service["maxInstanceCount"], service["availableMemory"]) == (5, "512Mi")
+    assert service["serviceAccountEmail"] == CUSTOM_ACCOUNT
+    [database] = custom.requests("firestore.projects.databases.create")
+    assert database.query == {"databaseId": "visits"}
+    assert database.body["locationId"] == "eur3"
+    ttl_paths = [
+        call.path
+        for call in custom.requests("firestore.projects.databases.collectionGroups.fields.patch")
+    ]
+    assert len(ttl_paths) == 2
+    assert all("/databases/visits/" in path for path in ttl_paths)
 
 
-def test_gateway_second_run_updates_the_gateway(deployed_with_gateway: Run) -> None:
-    calls = run_in(deployed_with_gateway.home, "--gateway").calls
+def test_every_setting_the_function_reads_is_passed_on_whole(custom: Run) -> None:
+    [create] = custom.requests("cloudfunctions.projects.locations.functions.create")
 
-    assert calls_of(calls, "api-gateway apis create") == []
-    assert calls_of(calls, "api-gateway gateways create") == []
-    [config] = calls_of(calls, "api-gateway api-configs create")
-    [update] = calls_of(calls, "api-gateway gateways update visits-gateway")
-    assert flags(update)["api-config"] == config[3]
+    assert create.body["serviceConfig"]["environmentVariables"] == {
+        "GOOGLE_CLOUD_PROJECT": CUSTOM_PROJECT,
+        "ALLOWED_ORIGINS": ORIGINS,
+        **function_settings(),
+    }
+
+
+def test_project_comes_from_gcloud_config_when_not_set(custom: Run) -> None:
+    projects = {
+        name for call in custom.calls for name in re.findall(r"projects/([^/:]+)", call.path)
+    }
+
+    assert projects - {"-", "123456789012"} == {CUSTOM_PROJECT}
+
+
+def test_service_account_made_by_hand_is_used_as_it_is(custom: Run) -> None:
+    assert custom.requests("iam.projects.serviceAccounts.create") == []
+    assert [call.status for call in custom.requests("iam.projects.serviceAccounts.get")] == [200]
+
+
+def test_gateway_serves_the_function_url(custom_cloud: Cloud, custom: Run) -> None:
+    [enable] = custom.requests("serviceusage.services.batchEnable")
+    apis = {"apigateway", "servicemanagement", "servicecontrol"}
+    assert {f"{api}.googleapis.com" for api in apis} <= set(enable.body["serviceIds"])
+    [api] = custom.requests("apigateway.projects.locations.apis.create")
+    assert api.query == {"apiId": "counter"}
+    [config] = custom.requests("apigateway.projects.locations.apis.configs.create")
+    assert re.fullmatch(r"counter-\d{8}-\d{6}", config.query["apiConfigId"])
+    assert config.body["gatewayServiceAccount"] == CUSTOM_ACCOUNT
+    [document] = config.body["openapiDocuments"]
+    spec = yaml.safe_load(base64.urlsafe_b64decode(document["document"]["contents"]))
+    assert spec["x-google-backend"]["address"] == custom_cloud.standin.function_url
+    [gateway] = custom.requests("apigateway.projects.locations.gateways.create")
+    assert gateway.query == {"gatewayId": "counter-gateway"}
+    assert gateway.body["apiConfig"] == config.body["name"]
+    summary = custom.result.stdout
+    assert "Gateway URL:  https://counter-gateway-standin.uc.gateway.dev/" in summary
+
+
+def test_second_run_creates_nothing_but_a_gateway_config(
+    custom_cloud: Cloud, custom: Run, custom_again: Run
+) -> None:
+    [config] = custom_again.requests("apigateway.projects.locations.apis.configs.create")
+    config_name = config.body["name"]
+
+    assert custom_again.created == [f"apigateway {config_name}"]  # a config is immutable
+    [update] = custom_again.requests("apigateway.projects.locations.gateways.patch")
+    assert update.body["apiConfig"] == config_name
+    [patch] = custom_again.requests("cloudfunctions.projects.locations.functions.patch")
+    [create] = custom.requests("cloudfunctions.projects.locations.functions.create")
+    assert patch.body["serviceConfig"] == create.body["serviceConfig"]
+
+
+def test_second_run_changes_no_access(custom_cloud: Cloud, custom: Run, custom_again: Run) -> None:
+    # gcloud writes the bindings again; what they grant stays the same.
+    policies = custom_cloud.standin.policies
+    bindings = {
+        name: policy["bindings"] for api in policies.values() for name, policy in api.items()
+    }
+
+    assert bindings == {
+        f"projects/{CUSTOM_PROJECT}": [
+            {"role": "roles/owner", "members": [OWNER]},
+            {"role": "roles/datastore.user", "members": [f"serviceAccount:{CUSTOM_ACCOUNT}"]},
+        ],
+        f"projects/{CUSTOM_PROJECT}/locations/europe-west1/services/counter": [
+            {"role": "roles/run.invoker", "members": ["allUsers"]}
+        ],
+    }
+
+
+def test_project_flag_wins_over_the_environment(custom_again: Run) -> None:
+    commands = [call for call in custom_again.commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+    # add-iam-policy-binding takes the project as its argument, every other command as --project.
+    projects = {flags(call).get("project", call[2]) for call in commands}
+
+    assert projects == {CUSTOM_PROJECT}
+    # The stand-in refuses any other project with 403, which would have stopped the run.
+    assert not [call for call in custom_again.calls if call.status == 403]
+
+
+def test_no_request_names_the_default_compute_account(deployed: Run, custom: Run) -> None:
+    sent = [f"{call.path} {call.query} {call.body}" for call in deployed.calls + custom.calls]
+    assert not [text for text in sent if COMPUTE_ACCOUNT in text]
+    assert not [text for text in sent if "appspot.gserviceaccount.com" in text]
+
+
+# --- scripts/smoke.sh on its own ---
 
 
 def smoke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -536,7 +609,7 @@ def smoke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_smoke_passes_against_a_live_function(live_server: str) -> None:
-    result = smoke(live_server, ALLOWED_ORIGINS="https://site.example")
+    result = smoke(live_server, ALLOWED_ORIGINS=SITE)
 
     assert result.returncode == 0, result.stdout + result.stderr
     get, post, options = result.stdout.splitlines()[:3]
@@ -550,7 +623,7 @@ def test_smoke_passes_against_a_live_function(live_server: str) -> None:
     ("server_up", "origin", "failed"),
     [
         pytest.param(True, "https://elsewhere.example", "POST answered 403", id="foreign-origin"),
-        pytest.param(False, "https://site.example", "GET answered 000", id="nothing-listens"),
+        pytest.param(False, SITE, "GET answered 000", id="nothing-listens"),
     ],
 )
 def test_smoke_fails_on_an_unexpected_status(
@@ -561,20 +634,3 @@ def test_smoke_fails_on_an_unexpected_status(
 
     assert result.returncode != 0
     assert failed in result.stdout
-
-
-def test_deploy_smoke_flag_checks_the_deployed_url(cloud: FakeCloud, live_server: str) -> None:
-    result = cloud.deploy(
-        "--smoke", ALLOWED_ORIGINS="https://site.example", FAKE_GCLOUD_FUNCTION_URL=live_server
-    )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"smoke: all checks passed against {live_server}" in result.stdout
-
-
-def test_dry_run_smoke_only_prints_the_check(cloud: FakeCloud) -> None:
-    result = cloud.deploy("--dry-run", "--smoke")
-
-    assert result.returncode == 0, result.stderr
-    assert "+ scripts/smoke.sh --origin=https://me.example https://FUNCTION_URL/" in result.stdout
-    assert "smoke: " not in result.stdout

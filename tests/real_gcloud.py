@@ -1,0 +1,242 @@
+"""The real gcloud, set up so that the only Google it can reach is a stand-in (cloud_standin.py).
+
+Each `Cloud` is one project: a stand-in serving on loopback and a gcloud configuration of its
+own (CLOUDSDK_CONFIG in a temporary folder) in which
+- the stand-in is gcloud's HTTP proxy, and every API the stand-in knows is overridden to plain
+  http on its own host (`api_endpoint_overrides/firestore = http://firestore.googleapis.com/`);
+  an https request or an API without an override shows up as unanswered and fails the run;
+- a throwaway service-account key made here, whose token_uri is the stand-in's, is activated
+  with `gcloud auth activate-service-account`, so `gcloud auth list` shows a real account;
+- prompts, usage reporting, update checks and the GCE metadata probe are off.
+
+deploy.sh runs with the real gcloud first on its PATH behind a recorder that writes down each
+command line and then execs the real binary, so a test can compare what ran with a dry run.
+"""
+
+from __future__ import annotations
+
+import configparser
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cloud_standin import ROUTES, Call, StandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+GCLOUD = shutil.which("gcloud")
+SYSTEM_PATH = os.environ["PATH"]
+TOKEN_URI = "http://oauth2.googleapis.com/token"
+RECORDER = '''#!{python} -I
+"""Write down this gcloud command line, then run the real gcloud with it."""
+import json, os, sys
+with open({log!r}, "a", encoding="utf-8") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+os.execv({gcloud!r}, [{gcloud!r}, *sys.argv[1:]])
+'''
+
+
+@dataclass(frozen=True)
+class Sdk:
+    """The installed Google Cloud SDK: where it lives and the Python it runs on."""
+
+    root: Path
+    python: str
+
+    @property
+    def lib(self) -> Path:
+        """The folder of gcloud's own Python code (googlecloudsdk, the generated API clients)."""
+        return self.root / "lib"
+
+    def run_python(self, script: str, cwd: Path) -> str:
+        """Run a script on the SDK's Python with gcloud's code importable; its output."""
+        with tempfile.TemporaryDirectory() as config:
+            result = subprocess.run(
+                [self.python, "-c", script],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+                env={
+                    "PATH": SYSTEM_PATH,
+                    "PYTHONPATH": os.pathsep.join([str(self.lib), str(self.lib / "third_party")]),
+                    "CLOUDSDK_CONFIG": config,
+                },
+            )
+        return result.stdout
+
+
+@functools.cache
+def sdk() -> Sdk:
+    """The SDK behind the gcloud on PATH, as `gcloud info` reports it."""
+    with tempfile.TemporaryDirectory() as config:
+        result = subprocess.run(
+            [GCLOUD, "info", "--format=json(installation.sdk_root,basic.python_location)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "CLOUDSDK_CONFIG": config, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+        )
+    info = json.loads(result.stdout)
+    return Sdk(Path(info["installation"]["sdk_root"]), info["basic"]["python_location"])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished deploy.sh run: its output, the requests Google got, the commands it ran."""
+
+    result: subprocess.CompletedProcess[str]
+    calls: list[Call]
+    commands: list[list[str]]
+    created: list[str]
+
+    @property
+    def api_calls(self) -> list[Call]:
+        """The requests to Google's APIs, leaving out the exchanges of the key for tokens."""
+        return [call for call in self.calls if call.api != "oauth2"]
+
+    def requests(self, method_id: str) -> list[Call]:
+        """The requests of one API method, e.g. "iam.projects.serviceAccounts.create"."""
+        return [call for call in self.calls if call.method_id == method_id]
+
+
+class Cloud:
+    """A project on a stand-in and a gcloud configuration that reaches it and nothing else."""
+
+    def __init__(
+        self,
+        home: Path,
+        project: str,
+        *,
+        logged_in: bool = True,
+        config_project: str | None = None,
+    ) -> None:
+        self.home = home
+        self.project = project
+        self.standin = StandIn(project)
+        self.port = self.standin.start()
+        self.config = home / "gcloud-config"
+        self.command_log = home / "gcloud-commands.jsonl"
+        self._write_config(config_project)
+        self._install_recorder()
+        if logged_in:
+            self.account = f"deployer@{project}.iam.gserviceaccount.com"
+            self.gcloud("auth", "activate-service-account", f"--key-file={self._make_key()}")
+
+    def _write_config(self, project: str | None) -> None:
+        """gcloud's properties file, as `gcloud config set` writes it."""
+        properties = configparser.ConfigParser()
+        properties["core"] = {
+            "disable_usage_reporting": "true",
+            "check_gce_metadata": "false",
+            "http_timeout": "20",
+        }
+        if project:
+            properties["core"]["project"] = project
+        properties["component_manager"] = {"disable_update_check": "true"}
+        properties["survey"] = {"disable_prompts": "true"}
+        properties["proxy"] = {"type": "http", "address": "127.0.0.1", "port": str(self.port)}
+        properties["api_endpoint_overrides"] = {
+            api: f"http://{api}.googleapis.com/" for api in ROUTES if api != "oauth2"
+        }
+        (self.config / "configurations").mkdir(parents=True)
+        (self.config / "active_config").write_text("default")
+        with (self.config / "configurations" / "config_default").open("w") as file:
+            properties.write(file)
+
+    def _install_recorder(self) -> None:
+        """A `gcloud` first on deploy.sh's PATH that records its command line and runs gcloud."""
+        bin_dir = self.home / "bin"
+        bin_dir.mkdir()
+        recorder = bin_dir / "gcloud"
+        recorder.write_text(
+            RECORDER.format(python=sys.executable, log=str(self.command_log), gcloud=GCLOUD)
+        )
+        recorder.chmod(0o755)
+
+    def _make_key(self) -> Path:
+        """A throwaway service-account key whose tokens come from the stand-in."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path = self.home / "deployer-key.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": self.project,
+                    "private_key_id": "throwaway",
+                    "private_key": pem.decode(),
+                    "client_email": self.account,
+                    "client_id": "1",
+                    "token_uri": TOKEN_URI,
+                }
+            )
+        )
+        return path
+
+    def env(self, **overrides: str | None) -> dict[str, str]:
+        """deploy.sh's environment; a name set to None is removed."""
+        env = {
+            "PATH": os.pathsep.join([str(self.home / "bin"), SYSTEM_PATH]),
+            "HOME": str(self.home),
+            "CLOUDSDK_CONFIG": str(self.config),
+            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+            "GOOGLE_CLOUD_PROJECT": self.project,
+        }
+        env.update(overrides)
+        return {name: value for name, value in env.items() if value is not None}
+
+    def gcloud(self, *args: str) -> str:
+        """Run the real gcloud in this configuration; its output."""
+        result = subprocess.run(
+            [GCLOUD, *args], env=self.env(), capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        self.check_nothing_escaped()
+        return result.stdout
+
+    def deploy(self, *args: str, **env: str | None) -> Run:
+        """Run deploy.sh from another folder, as a user might; what it did."""
+        self.command_log.unlink(missing_ok=True)
+        calls_before, created_before = len(self.standin.calls), len(self.standin.created)
+        result = subprocess.run(
+            [str(ROOT / "deploy.sh"), *args],
+            cwd=self.home,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.check_nothing_escaped()
+        commands = []
+        if self.command_log.exists():
+            commands = [json.loads(line) for line in self.command_log.read_text().splitlines()]
+        return Run(
+            result,
+            self.standin.calls[calls_before:],
+            commands,
+            self.standin.created[created_before:],
+        )
+
+    def check_nothing_escaped(self) -> None:
+        """Fail on any request the stand-in could not answer: it was meant for the real Google."""
+        unanswered = [str(call) for call in self.standin.unanswered]
+        assert not unanswered, f"gcloud asked for what the stand-in does not serve: {unanswered}"
+
+    def close(self) -> None:
+        """Stop the stand-in."""
+        self.standin.stop()
