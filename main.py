@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
 from typing import IO
 
 import flask
@@ -12,8 +11,7 @@ import functions_framework
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from counter import addresses, badge, config, days, limits, logs, pages, store, visitors
-from counter.counts import Visit
+from counter import addresses, badge, config, counting, days, limits, logs, pages, store
 from counter.database import StoreUnavailable
 from counter.responses import (
     ALLOWED_METHODS,
@@ -104,7 +102,7 @@ def _handle(
         raise HttpError(403, "this origin may not use the counter; see ALLOWED_ORIGINS")
     if method == "OPTIONS":
         return _options(request)
-    caller = Caller(
+    caller = counting.Caller(
         addresses.client(
             request.headers.get("X-Forwarded-For"),
             request.remote_addr,
@@ -127,16 +125,11 @@ def _handle(
     return response
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who sent the request: the client's address (see counter/addresses.py), its user agent."""
-
-    address: str
-    user_agent: str
-
-
 def _respond(
-    request: flask.Request, settings: config.Settings, caller: Caller, log: dict[str, object]
+    request: flask.Request,
+    settings: config.Settings,
+    caller: counting.Caller,
+    log: dict[str, object],
 ) -> flask.Response:
     if request.path == BADGE_PATH:
         return _badge(request, settings, log)
@@ -152,45 +145,17 @@ def _respond(
             )
         return _history(counter, page, history_days, log)
     # COUNT_ON_GET is for pages that already call the function with a plain fetch(url).
-    counting = method == "POST" or (method == "GET" and settings.count_on_get)
-    if not counting:
+    counts_visit = method == "POST" or (method == "GET" and settings.count_on_get)
+    if not counts_visit:
         count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})
-    visit = _visit(settings, counter, page, caller)
+    visit = counting.visit(settings, counter, page, caller)
     answer: dict[str, object] = {"count": visit.count, "counted": visit.counted}
     if visit.reason is not None:
         answer["reason"] = visit.reason  # so a tester sees why, not a counter that seems stuck
     log.update(answer)
     return json_response(200, answer)
-
-
-def _visit(settings: config.Settings, counter: store.Store, page: str, caller: Caller) -> Visit:
-    if not settings.count_bots and visitors.is_bot(caller.user_agent):
-        return Visit(counter.counts.read(page), counted=False, reason="bot")
-    return _count(settings, counter, page, caller if settings.unique_window_seconds else None)
-
-
-def _count(
-    settings: config.Settings, counter: store.Store, page: str, visitor: Caller | None
-) -> Visit:
-    """Count a visit (once per window, for a visitor given) unless DAILY_WRITE_LIMIT is reached."""
-    writes = limits.for_settings(settings).writes
-    if writes.exhausted():
-        return Visit(counter.counts.read(page), counted=False, reason="daily-limit")
-    if visitor is None:
-        visit = Visit(counter.counts.increment(page), counted=True)
-    else:
-        visit = counter.unique.visit(page, visitor.address, visitor.user_agent)
-    if visit.counted and writes.record():
-        logs.write(
-            {
-                "severity": "WARNING",
-                "message": f"DAILY_WRITE_LIMIT reached: {writes.limit} counted visits on this "
-                "instance today; visits are answered but not counted until midnight UTC",
-            }
-        )
-    return visit
 
 
 def _history(counter: store.Store, page: str, count: int, log: dict[str, object]) -> flask.Response:
@@ -209,13 +174,13 @@ def _badge(
     except badge.BadgeError as exc:
         raise HttpError(400, str(exc)) from None
     # An image can only GET, so counting from one takes an explicit opt-in on both sides.
-    counting = request.args.get("count") in ("1", "true")
-    if counting and not settings.badge_counts:
+    counts_hit = request.args.get("count") in ("1", "true")
+    if counts_hit and not settings.badge_counts:
         raise HttpError(403, "counting from a badge is off; see BADGE_COUNTS")
     page = _page(request, settings)
     log["page"] = page
     counter = store.for_settings(settings)
-    count = _count(settings, counter, page, None).count if counting else counter.counts.read(page)
+    count = counting.hit(settings, counter, page).count if counts_hit else counter.counts.read(page)
     log["count"] = count
     return flask.Response(
         badge.render(text, count, fill), 200, _BADGE_HEADERS, mimetype="image/svg+xml"
