@@ -165,6 +165,18 @@ class FakeClock:
         return self.now
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    """The clock the function's store reads: windows and days pass without sleeping."""
+    return FakeClock()
+
+
+@pytest.fixture
+def rpcs() -> RpcCounter:
+    """The Datastore RPCs the function's store makes in this test."""
+    return RpcCounter()
+
+
 def readme_block(name: str) -> str:
     """The fenced block that follows `<!-- tested: name -->` in README.md."""
     marker = re.escape(f"<!-- tested: {name} -->")

@@ -21,18 +21,6 @@ MIDNIGHT = FakeClock().now - FakeClock().now % 86_400
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The clock that decides which day a visit is counted on."""
-    return FakeClock()
-
-
-@pytest.fixture
-def rpcs() -> RpcCounter:
-    """The Datastore RPCs the function makes in this test."""
-    return RpcCounter()
-
-
-@pytest.fixture
 def function(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, rpcs: RpcCounter
 ) -> FlaskClient:

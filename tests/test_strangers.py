@@ -17,12 +17,11 @@ GOOGLE_PROXY = "66.102.8.142"
 
 
 @pytest.fixture
-def rpcs(monkeypatch: pytest.MonkeyPatch, client: FlaskClient) -> RpcCounter:
-    """The Datastore RPCs the function makes in this test."""
-    counter = RpcCounter()
-    stores = functools.cache(lambda settings: store.build(settings, interceptors=(counter,)))
+def rpcs(rpcs: RpcCounter, monkeypatch: pytest.MonkeyPatch, client: FlaskClient) -> RpcCounter:
+    """The Datastore RPCs the function itself makes in this test."""
+    stores = functools.cache(lambda settings: store.build(settings, interceptors=(rpcs,)))
     monkeypatch.setattr(store, "for_settings", stores)
-    return counter
+    return rpcs
 
 
 def post(client: FlaskClient, page: str, address: str, agent: str = BROWSER, **headers: str):

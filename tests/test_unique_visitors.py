@@ -61,18 +61,6 @@ def day_of(seconds: float) -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The clock the function's store reads."""
-    return FakeClock()
-
-
-@pytest.fixture
-def rpcs() -> RpcCounter:
-    """The RPCs the function's store makes in this test."""
-    return RpcCounter()
-
-
-@pytest.fixture
 def unique(
     client: FlaskClient,
     env: Callable[..., None],
