@@ -136,9 +136,23 @@ def namespace() -> str:
 
 
 @pytest.fixture(scope="module")
-def function(start_server: Callable[..., LiveServer], site: Site, namespace: str) -> LiveServer:
-    """The function on the emulator, allowing the site's origin only."""
-    return start_server("browser", ALLOWED_ORIGINS=site.origin, DATASTORE_NAMESPACE=namespace)
+def site_function(
+    start_server: Callable[..., LiveServer], site: Site, namespace: str
+) -> Callable[..., LiveServer]:
+    """Start the function on the emulator, allowing the site's origin only, with more settings."""
+
+    def start(name: str, **settings: str) -> LiveServer:
+        return start_server(
+            name, ALLOWED_ORIGINS=site.origin, DATASTORE_NAMESPACE=namespace, **settings
+        )
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def function(site_function: Callable[..., LiveServer]) -> LiveServer:
+    """The function with its default settings."""
+    return site_function("browser")
 
 
 @pytest.fixture(scope="module")
@@ -492,18 +506,12 @@ def test_a_hung_function_is_given_up_after_the_timeout(
 
 def test_a_rate_limited_visit_keeps_the_fallback_and_is_not_retried(
     browser: Browser,
-    start_server: Callable[..., LiveServer],
+    site_function: Callable[..., LiveServer],
     site: Site,
     site_dir: Path,
-    namespace: str,
     page: str,
 ) -> None:
-    limited = start_server(
-        "browser-limited",
-        ALLOWED_ORIGINS=site.origin,
-        DATASTORE_NAMESPACE=namespace,
-        RATE_LIMIT_PER_MINUTE="1",
-    )
+    limited = site_function("browser-limited", RATE_LIMIT_PER_MINUTE="1")
     url = f"{site.origin}/{publish(site_dir, counter_span(limited.url, page))}"
     context = new_context(browser)
     try:
@@ -540,18 +548,12 @@ def test_demo_page(
 
 def test_with_unique_visitors_a_refresh_does_not_count_but_another_browser_does(
     browser: Browser,
-    start_server: Callable[..., LiveServer],
+    site_function: Callable[..., LiveServer],
     site: Site,
     site_dir: Path,
-    namespace: str,
     page: str,
 ) -> None:
-    unique = start_server(
-        "browser-unique",
-        ALLOWED_ORIGINS=site.origin,
-        DATASTORE_NAMESPACE=namespace,
-        UNIQUE_WINDOW_SECONDS="1800",
-    )
+    unique = site_function("browser-unique", UNIQUE_WINDOW_SECONDS="1800")
     url = f"{site.origin}/{publish(site_dir, counter_span(unique.url, page))}"
     # The same machine, so the same address: a visitor is told apart by browser, not profile.
     firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -721,12 +723,11 @@ def test_the_chart_of_a_page_without_visits_says_so(
 @pytest.mark.parametrize("failure", ["function down", "history off", "origin not allowed"])
 def test_a_failed_chart_says_why_and_leaves_the_page_usable(
     open_tab: Callable[..., Tab],
-    start_server: Callable[..., LiveServer],
+    site_function: Callable[..., LiveServer],
     site: Site,
     foreign_site: Site,
     site_dir: Path,
     function: LiveServer,
-    namespace: str,
     page: str,
     failure: str,
 ) -> None:
@@ -734,12 +735,7 @@ def test_a_failed_chart_says_why_and_leaves_the_page_usable(
     if failure == "function down":
         endpoint = f"http://127.0.0.1:{free_port()}/"
     elif failure == "history off":
-        endpoint = start_server(
-            "browser-no-history",
-            ALLOWED_ORIGINS=site.origin,
-            DATASTORE_NAMESPACE=namespace,
-            HISTORY="false",
-        ).url
+        endpoint = site_function("browser-no-history", HISTORY="false").url
     else:
         endpoint = function.url
     name = publish_stats(site_dir, endpoint)
