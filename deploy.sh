@@ -477,7 +477,8 @@ read_value() {
     if VALUE=$("$@" 2>"$WORK_DIR/stderr"); then
         return 0
     fi
-    if grep -q NOT_FOUND "$WORK_DIR/stderr"; then
+    # Most commands print the API's status; functions --v2 prints "ResponseError: status=[404]".
+    if grep -q -e NOT_FOUND -e 'status=\[404\]' "$WORK_DIR/stderr"; then
         return 1
     fi
     cat "$WORK_DIR/stderr" >&2

@@ -339,9 +339,15 @@ def get_resource(standin: StandIn, call: Call) -> Reply:
 get_operation = get_resource  # operations are kept under their names like any resource
 
 
+def policy_target(standin: StandIn, call: Call) -> str:
+    """The resource before `:getIamPolicy`/`:setIamPolicy`; `projects/-` is this project."""
+    name = resource_name(call).rsplit(":", 1)[0]
+    return re.sub(r"^projects/-/", f"projects/{standin.project}/", name)
+
+
 def get_policy(standin: StandIn, call: Call) -> Reply:
     """getIamPolicy of the resource before `:getIamPolicy`."""
-    name = resource_name(call).rsplit(":", 1)[0]
+    name = policy_target(standin, call)
     if standin.resource(call.api, name) is None:
         raise not_found(name)
     return Reply(HTTPStatus.OK, standin.policy(call.api, name))
@@ -349,7 +355,7 @@ def get_policy(standin: StandIn, call: Call) -> Reply:
 
 def set_policy(standin: StandIn, call: Call) -> Reply:
     """setIamPolicy: refuse a stale etag (a read-modify-write race), keep it, give a new etag."""
-    name = resource_name(call).rsplit(":", 1)[0]
+    name = policy_target(standin, call)
     if standin.resource(call.api, name) is None:
         raise not_found(name)
     policy = copy.deepcopy(call.body["policy"])
@@ -574,6 +580,59 @@ def create_service_account(standin: StandIn, call: Call) -> Reply:
     return Reply(HTTPStatus.OK, standin.create("iam", name, account))
 
 
+# --- iam: workload identity pools and their providers ---
+
+
+def pool_name(standin: StandIn, call: Call) -> str:
+    """The pool or provider a path names, as Google names it: by the project's number."""
+    name = resource_name(call).rsplit(":", 1)[0]
+    return re.sub(r"^projects/[^/]+/", f"projects/{PROJECT_NUMBER}/", name)
+
+
+def get_pool(standin: StandIn, call: Call) -> Reply:
+    """workloadIdentityPools.get and providers.get: a deleted one is still there, DELETED."""
+    name = pool_name(standin, call)
+    found = standin.resource("iam", name)
+    if found is None:
+        raise not_found(name)
+    return Reply(HTTPStatus.OK, found)
+
+
+def create_pool(id_param: str) -> Answer:
+    """workloadIdentityPools.create and providers.create: the new one ACTIVE, in a done
+    operation under it; a provider needs its pool."""
+
+    def answer(standin: StandIn, call: Call) -> Reply:
+        parent = pool_name(standin, call).rsplit("/", 1)[0]
+        if "/workloadIdentityPools/" in parent and standin.resource("iam", parent) is None:
+            raise not_found(parent)
+        name = f"{pool_name(standin, call)}/{call.query[id_param]}"
+        resource = {**call.body, "name": name, "state": "ACTIVE"}
+        standin.create("iam", name, resource)
+        return Reply(HTTPStatus.OK, pool_operation(standin, name, resource))
+
+    return answer
+
+
+def undelete_pool(standin: StandIn, call: Call) -> Reply:
+    """workloadIdentityPools.undelete and providers.undelete: DELETED becomes ACTIVE."""
+    name = pool_name(standin, call)
+    found = standin.resource("iam", name)
+    if found is None:
+        raise not_found(name)
+    if found.get("state") != "DELETED":
+        raise ApiError(HTTPStatus.BAD_REQUEST, "FAILED_PRECONDITION", f"{name} is not deleted")
+    found["state"] = "ACTIVE"
+    return Reply(HTTPStatus.OK, pool_operation(standin, name, found))
+
+
+def pool_operation(standin: StandIn, name: str, resource: dict) -> dict:
+    """The finished operation of a change to a pool or provider, kept under it."""
+    kind = "WorkloadIdentityPoolProvider" if "/providers/" in name else "WorkloadIdentityPool"
+    response = {"@type": type_url(f"google.iam.v1.{kind}"), **resource}
+    return standin.done_operation("iam", f"{name}/operations/{standin.new_id()}", response)
+
+
 # --- cloudbuild: the account builds run as ---
 
 
@@ -678,6 +737,9 @@ LOCATION = "projects/{projectsId}/locations/{locationsId}"
 FUNCTION = f"{LOCATION}/functions/{{functionsId}}"
 DATABASE = "projects/{projectsId}/databases/{databasesId}"
 FIELD = f"{DATABASE}/collectionGroups/{{collectionGroupsId}}/fields"
+ACCOUNT = "projects/{projectsId}/serviceAccounts/{serviceAccountsId}"
+POOL = f"{LOCATION}/workloadIdentityPools/{{workloadIdentityPoolsId}}"
+PROVIDER = f"{POOL}/providers/{{providersId}}"
 
 ROUTES: dict[str, list[Route]] = {
     "oauth2": [Route("oauth2.token", "POST", "token", issue_token)],
@@ -750,6 +812,61 @@ ROUTES: dict[str, list[Route]] = {
             "POST",
             "v1/projects/{projectsId}/serviceAccounts",
             create_service_account,
+        ),
+        Route(
+            "iam.projects.serviceAccounts.getIamPolicy",
+            "POST",
+            f"v1/{ACCOUNT}:getIamPolicy",
+            get_policy,
+        ),
+        Route(
+            "iam.projects.serviceAccounts.setIamPolicy",
+            "POST",
+            f"v1/{ACCOUNT}:setIamPolicy",
+            set_policy,
+        ),
+        Route("iam.projects.locations.workloadIdentityPools.get", "GET", f"v1/{POOL}", get_pool),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.create",
+            "POST",
+            f"v1/{LOCATION}/workloadIdentityPools",
+            create_pool("workloadIdentityPoolId"),
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.undelete",
+            "POST",
+            f"v1/{POOL}:undelete",
+            undelete_pool,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.operations.get",
+            "GET",
+            f"v1/{POOL}/operations/{{operationsId}}",
+            get_operation,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.get",
+            "GET",
+            f"v1/{PROVIDER}",
+            get_pool,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.create",
+            "POST",
+            f"v1/{POOL}/providers",
+            create_pool("workloadIdentityPoolProviderId"),
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.undelete",
+            "POST",
+            f"v1/{PROVIDER}:undelete",
+            undelete_pool,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.operations.get",
+            "GET",
+            f"v1/{PROVIDER}/operations/{{operationsId}}",
+            get_operation,
         ),
     ],
     "cloudbuild": [

@@ -19,6 +19,7 @@ import configparser
 import functools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GCLOUD = shutil.which("gcloud")
 SYSTEM_PATH = os.environ["PATH"]
 TOKEN_URI = "http://oauth2.googleapis.com/token"
+# The only gcloud commands allowed before every check has passed: they send nothing to Google.
+READ_ONLY_CHECKS = {("auth", "list"), ("config", "get-value")}
 RECORDER = '''#!{python} -I
 """Write down this gcloud command line, then run the real gcloud with it."""
 import json, os, sys
@@ -240,3 +243,30 @@ class Cloud:
     def close(self) -> None:
         """Stop the stand-in."""
         self.standin.stop()
+
+
+def command(call: list[str]) -> str:
+    """A command's words before its flags, e.g. "functions deploy visits"."""
+    return " ".join(word for word in call if not word.startswith("-"))
+
+
+def flags(call: list[str]) -> dict[str, str]:
+    """A command's --name=value flags; bare --name flags map to ""."""
+    return dict(arg[2:].partition("=")[::2] for arg in call if arg.startswith("--"))
+
+
+def after_checks(commands: list[list[str]]) -> list[list[str]]:
+    """The commands besides the read-only checks made before anything else."""
+    return [call for call in commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+
+
+def plan(stdout: str) -> list[list[str]]:
+    """The gcloud commands a dry run printed, split as the shell would."""
+    lines = [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
+    return [line for line in lines if line[0] == "gcloud"]
+
+
+def succeeded(run: Run) -> Run:
+    """The run, after checking that deploy.sh exited 0."""
+    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
+    return run

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,7 +24,17 @@ from cloud_standin import COMPUTE_ACCOUNT, OWNER
 from conftest import SITE
 from counter import unique
 from counter.config import Settings
-from real_gcloud import GCLOUD, Cloud, Run
+from real_gcloud import (
+    GCLOUD,
+    READ_ONLY_CHECKS,
+    Cloud,
+    Run,
+    after_checks,
+    command,
+    flags,
+    plan,
+    succeeded,
+)
 from scripts.emulator import free_port
 from test_upload_set import function_source
 
@@ -35,8 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "counter-project"
 ORIGINS = f"{SITE},https://www.{SITE.removeprefix('https://')}"
 SERVICE_ACCOUNT = f"visit-counter@{PROJECT}.iam.gserviceaccount.com"
-# The only gcloud commands allowed before every check has passed: they send nothing to Google.
-READ_ONLY_CHECKS = {("auth", "list"), ("config", "get-value")}
 # What deploy.sh needs besides gcloud, for runs on a PATH that holds no gcloud.
 TOOLS = ("bash", "env", "dirname", "mktemp", "rm", "awk", "sed", "date", "grep", "cat", "sleep")
 # The second project: every setting changed, the project taken from gcloud's config, --gateway.
@@ -106,12 +113,6 @@ def new_cloud(clouds: list[Cloud], home: Path, project: str = PROJECT, **options
     cloud = Cloud(home, project, **options)
     clouds.append(cloud)
     return cloud
-
-
-def succeeded(run: Run) -> Run:
-    """The run, after checking that deploy.sh exited 0."""
-    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -191,22 +192,6 @@ def empty_project(idle_cloud: Cloud) -> Cloud:
     """The idle project made new again, for a test that changes it (saves a second login)."""
     idle_cloud.standin.reset()
     return idle_cloud
-
-
-def command(call: list[str]) -> str:
-    """A command's words before its flags, e.g. "functions deploy visits"."""
-    return " ".join(word for word in call if not word.startswith("-"))
-
-
-def flags(call: list[str]) -> dict[str, str]:
-    """A command's --name=value flags; bare --name flags map to ""."""
-    return dict(arg[2:].partition("=")[::2] for arg in call if arg.startswith("--"))
-
-
-def plan(stdout: str) -> list[list[str]]:
-    """The gcloud commands a dry run printed, split as the shell would."""
-    lines = [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
-    return [line for line in lines if line[0] == "gcloud"]
 
 
 # --- what Google receives from a first deploy ---
@@ -325,7 +310,7 @@ def test_deploy_smoke_flag_checks_the_deployed_url(deployed: Run, live_server: s
 def test_dry_run_plan_is_what_a_real_run_does(idle_cloud: Cloud, deployed: Run) -> None:
     dry_run = idle_cloud.deploy("--dry-run", "--smoke", ALLOWED_ORIGINS=ORIGINS)
 
-    done = [call for call in deployed.commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+    done = after_checks(deployed.commands)
     assert plan(dry_run.result.stdout) == [["gcloud", *call] for call in done]
     assert (dry_run.commands, dry_run.calls) == ([], [])
 
@@ -579,7 +564,7 @@ def test_second_run_changes_no_access(custom_cloud: Cloud, custom: Run, custom_a
 
 
 def test_project_flag_wins_over_the_environment(custom_again: Run) -> None:
-    commands = [call for call in custom_again.commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+    commands = after_checks(custom_again.commands)
     # add-iam-policy-binding takes the project as its argument, every other command as --project.
     projects = {flags(call).get("project", call[2]) for call in commands}
 
