@@ -2,7 +2,7 @@
 # Deploy the visit counter: a Cloud Function (2nd gen) on Firestore in Datastore mode.
 #
 # Usage: ALLOWED_ORIGINS=https://your.site ./deploy.sh [--project=ID] [--dry-run] [--gateway] [--smoke]
-#            [--github=OWNER/REPO | --deploy-only]
+#            [--budget=AMOUNT] [--github=OWNER/REPO | --deploy-only]
 #
 #   --project=ID  the Google Cloud project (else GOOGLE_CLOUD_PROJECT, else gcloud's config)
 #   --dry-run     print every gcloud command, one per line after "+", and run none of them, not
@@ -10,6 +10,12 @@
 #                 and ALLOWED_ORIGINS, not gcloud or a login.
 #   --gateway     also put API Gateway in front of the function, described by openapi.yaml
 #   --smoke       after deploying, call the live URL with scripts/smoke.sh
+#   --budget=AMOUNT
+#                 also a monthly billing budget of AMOUNT (e.g. 5 or 10.50, in the billing
+#                 account's currency) on this project's spend, which emails the billing account's
+#                 administrators at 50 %, 90 % and 100 % of it. A budget alerts; it does not stop
+#                 spending. Created once, found again by its name "Visit counter (PROJECT)".
+#                 Without a billing account linked to the project it says so and goes on.
 #   --github=OWNER/REPO
 #                 also let GitHub Actions in that repository deploy, without a key: a workload
 #                 identity pool and OIDC provider that admit only pushes to its main branch, and
@@ -38,10 +44,13 @@
 #                         [github, visit-counter]
 #   DEPLOYER_NAME         the service account GitHub Actions deploys as, for --github
 #                         [visit-counter-deployer]
+#   UNIQUE_WINDOW_SECONDS count a visitor once per page in this many seconds; 0 counts every
+#                         hit [1800]
+#   DAILY_WRITE_LIMIT     counted visits per instance per UTC day; 0 is no limit [10000]
 #   ALLOWED_PAGES, DEFAULT_PAGE, DATASTORE_NAMESPACE, DATASTORE_DEADLINE_SECONDS,
-#   BADGE_COUNTS, UNIQUE_WINDOW_SECONDS, COUNT_BOTS, COUNT_ON_GET, FORWARDED_HOPS,
-#   RATE_LIMIT_PER_MINUTE, DAILY_WRITE_LIMIT, COUNTER_SHARDS, COALESCE_HITS, HISTORY
-#                         the function's own settings, passed on when set (see README)
+#   BADGE_COUNTS, COUNT_BOTS, COUNT_ON_GET, FORWARDED_HOPS, RATE_LIMIT_PER_MINUTE,
+#   COUNTER_SHARDS, COALESCE_HITS, HISTORY
+#                         the function's other settings, passed on when set (see README)
 #
 # It enables the APIs it needs, creates the Datastore-mode database, its TTL policies and the
 # function's service account if missing, grants that account roles/datastore.user, deploys.
@@ -53,8 +62,12 @@ set -euo pipefail
 # is given, --github prints as repository variables, so a deploy from GitHub matches it.
 DEPLOY_SETTINGS=(REGION FUNCTION_NAME RUNTIME MAX_INSTANCES CONCURRENCY MEMORY SERVICE_ACCOUNT_NAME
     DATASTORE_DATABASE)
+# The function's optional settings (counter/config.py), passed on when set.
+FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
+    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
+    RATE_LIMIT_PER_MINUTE DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
 GIVEN_SETTINGS=()
-for name in "${DEPLOY_SETTINGS[@]}"; do
+for name in "${DEPLOY_SETTINGS[@]}" "${FUNCTION_SETTINGS[@]}"; do
     if [[ -n ${!name:-} ]]; then
         GIVEN_SETTINGS+=("$name")
     fi
@@ -79,10 +92,14 @@ DEPLOYER_NAME=${DEPLOYER_NAME:-visit-counter-deployer}
 # Where GitHub's OIDC tokens come from, and the one branch whose pushes may deploy.
 GITHUB_ISSUER=https://token.actions.githubusercontent.com
 GITHUB_DEPLOY_REF=refs/heads/main
-# The function's optional settings (counter/config.py), passed on only when set.
-FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
-    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
-    RATE_LIMIT_PER_MINUTE DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
+# Two of the function's settings are on in a deployment unless set, though off in the function
+# itself (counter/config.py) so that a local run counts every hit: repeat visits within half an
+# hour count once, and an instance counts at most 10,000 visits a day, about the free tier's
+# 20,000 daily writes at two writes a visit. 0 turns either off.
+UNIQUE_WINDOW_SECONDS=${UNIQUE_WINDOW_SECONDS:-1800}
+DAILY_WRITE_LIMIT=${DAILY_WRITE_LIMIT:-10000}
+# The budget's alerts, as fractions of its amount.
+BUDGET_THRESHOLDS=(0.5 0.9 1.0)
 # Unique-visitor markers and daily salts carry an expiry time; TTL policies on it delete them,
 # which is what keeps old visitor hashes unlinkable (README, "Who is counted"). counter/store.py
 # names the kinds and the property.
@@ -96,6 +113,7 @@ GATEWAY=0
 SMOKE=0
 DEPLOY_ONLY=0
 GITHUB_REPO=""
+BUDGET=""
 PROJECT=${GOOGLE_CLOUD_PROJECT:-}
 
 main() {
@@ -117,6 +135,9 @@ main() {
         if [[ -n $GITHUB_REPO ]]; then
             # GitHub's token is exchanged (sts) for the deployer's (iamcredentials).
             apis+=(sts iamcredentials cloudresourcemanager)
+        fi
+        if [[ -n $BUDGET ]]; then
+            apis+=(cloudbilling billingbudgets)
         fi
         run gcloud services enable "${apis[@]/%/.googleapis.com}" --project="$PROJECT"
 
@@ -160,6 +181,11 @@ main() {
     if [[ -n $GITHUB_REPO ]]; then
         print_github_variables
     fi
+    if [[ -n $BUDGET ]]; then
+        # After the deploy: a budget only alerts, so a refusal here must not keep the counter
+        # from being deployed.
+        ensure_budget
+    fi
     if [[ -n ${GITHUB_OUTPUT:-} ]] && ((!DRY_RUN)); then
         printf 'url=%s\n' "$endpoint" >>"$GITHUB_OUTPUT"
     fi
@@ -190,6 +216,11 @@ parse_args() {
             shift
             ;;
         --deploy-only) DEPLOY_ONLY=1 ;;
+        --budget=*) BUDGET=${1#--budget=} && check_budget ;;
+        --budget)
+            BUDGET=${2:-} && check_budget
+            shift
+            ;;
         -h | --help) usage && exit 0 ;;
         *) die "unknown argument $1; see ./deploy.sh --help" ;;
         esac
@@ -198,6 +229,15 @@ parse_args() {
     if ((DEPLOY_ONLY)) && [[ -n $GITHUB_REPO ]]; then
         die "--deploy-only changes nothing but the function, and --github sets up access: use one"
     fi
+    if ((DEPLOY_ONLY)) && [[ -n $BUDGET ]]; then
+        die "--deploy-only changes nothing but the function; set the budget with a full run: ./deploy.sh --budget=$BUDGET"
+    fi
+}
+
+# An amount in the billing account's currency, as budgets take it: units and up to two decimals.
+check_budget() {
+    [[ $BUDGET =~ ^[0-9]+([.][0-9]{1,2})?$ && $BUDGET =~ [1-9] ]] ||
+        die "--budget needs an amount above zero, e.g. --budget=5 or --budget=10.50 (got '$BUDGET')"
 }
 
 # GitHub's own rule for owner and repository names; the provider's condition compares them.
@@ -363,6 +403,40 @@ ensure_provider() {
         --description="Pushes to main of $GITHUB_REPO deploy $FUNCTION_NAME"
 }
 
+# A monthly budget on this project's spend, alerting the billing account's administrators by
+# email at each threshold. Found again by its display name, so a second run creates none.
+ensure_budget() {
+    local enabled="" account="billingAccounts/BILLING_ACCOUNT_ID" currency=CURRENCY
+    if read_value gcloud billing projects describe "$PROJECT" \
+        --format="value(billingEnabled,billingAccountName)"; then
+        IFS=$'\t' read -r enabled account <<<"$VALUE"
+        if [[ $enabled != True || -z $account ]]; then
+            say "No budget: project $PROJECT has no billing account (billing is not enabled), so it can spend nothing beyond the free tier. After linking one, run again with --budget=$BUDGET."
+            return
+        fi
+    fi
+    local id=${account#billingAccounts/} name="Visit counter ($PROJECT)"
+    # Budgets are in the billing account's currency, and Google refuses any other.
+    if read_value gcloud billing accounts describe "$id" --format="value(currencyCode)"; then
+        currency=$VALUE
+    fi
+    if read_value gcloud billing budgets list --billing-account="$id" \
+        --filter="displayName=\"$name\"" --format="value(name)" && [[ -n $VALUE ]]; then
+        say "Budget \"$name\" exists already ($VALUE); left as it is."
+        return
+    fi
+    local thresholds=() threshold
+    for threshold in "${BUDGET_THRESHOLDS[@]}"; do
+        thresholds+=(--threshold-rule="percent=$threshold")
+    done
+    run gcloud billing budgets create --billing-account="$id" --display-name="$name" \
+        --budget-amount="$BUDGET$currency" --filter-projects="projects/$PROJECT" \
+        "${thresholds[@]}" --format=none
+    if ((!DRY_RUN)); then
+        say "Budget \"$name\": $BUDGET $currency a month; the billing account's administrators get an email at 50 %, 90 % and 100 %."
+    fi
+}
+
 # The function's environment, in gcloud's ^DELIM^ syntax; settings left unset stay unset.
 function_env() {
     local pairs=("GOOGLE_CLOUD_PROJECT=$PROJECT" "ALLOWED_ORIGINS=$ALLOWED_ORIGINS")
@@ -433,10 +507,8 @@ print_github_variables() {
     local pairs=("GCP_WORKLOAD_IDENTITY_PROVIDER=$GITHUB_PROVIDER"
         "GCP_SERVICE_ACCOUNT=$GITHUB_DEPLOYER" "GCP_PROJECT=$PROJECT"
         "ALLOWED_ORIGINS=$ALLOWED_ORIGINS") name pair
-    for name in ${GIVEN_SETTINGS[@]+"${GIVEN_SETTINGS[@]}"} "${FUNCTION_SETTINGS[@]}"; do
-        if [[ -n ${!name:-} ]]; then
-            pairs+=("$name=${!name}")
-        fi
+    for name in ${GIVEN_SETTINGS[@]+"${GIVEN_SETTINGS[@]}"}; do
+        pairs+=("$name=${!name}")
     done
     say ""
     say "GitHub Actions of $GITHUB_REPO may now deploy on pushes to main, as:"

@@ -8,6 +8,12 @@ proxy, so each request arrives here with the host Google would see. A request fo
 kept in `unanswered`, so a test fails naming it instead of waiting on a network that is not
 there.
 
+An API gcloud has no endpoint override for (billingbudgets, in TLS_ONLY) is reached over https
+as usual: gcloud sends a CONNECT for its real host to the proxy, and given a TLS context (a
+certificate for those hosts from a throwaway CA that gcloud is told to trust with
+core/custom_ca_certs_file), the stand-in answers the CONNECT itself, ends TLS and serves the
+requests inside the tunnel from the same tables.
+
 It answers with the REST shapes of gcloud's own API clients (the SDK's
 lib/googlecloudsdk/generated_clients/apis/API/VERSION/API_VERSION_client.py and
 API_VERSION_messages.py): each route names the client's method id and its URL template, and
@@ -27,7 +33,8 @@ Adding an API (billingbudgets for a budget, iam's workloadIdentityPools, cloudbi
   3. Add `"billingbudgets": [Route(...), ...]` to ROUTES, answering with the helpers here
      (`get_resource`, `create_in_collection`, `get_policy`, `set_policy`, `get_operation`) or
      a small function of your own that keeps what it creates with `StandIn.create`.
-  4. Nothing else: tests/real_gcloud.py overrides the endpoint of every API in ROUTES, and
+  4. Nothing else: tests/real_gcloud.py overrides the endpoint of every API in ROUTES (or, for
+     one gcloud cannot override, lists it in TLS_ONLY and gets a certificate for it), and
      tests/test_cloud_standin.py checks the new routes against the SDK.
 """
 
@@ -39,6 +46,7 @@ import io
 import itertools
 import json
 import re
+import ssl
 import threading
 import zipfile
 from collections.abc import Callable
@@ -58,6 +66,11 @@ RUNTIMES = ("python310", "python311", "python312", "python313")
 # The signed URL that generateUploadUrl hands out is on Cloud Storage.
 UPLOAD_HOST = "storage.googleapis.com"
 OWNER = "user:owner@example.com"
+# APIs without an api_endpoint_overrides property in gcloud: reached by https through the proxy.
+TLS_ONLY = frozenset({"billingbudgets"})
+# The billing account a new project is linked to; its currency is not gcloud's default (USD).
+BILLING_ACCOUNT = "billingAccounts/01A2B3-C4D5E6-F7A8B9"
+BILLING_CURRENCY = "EUR"
 
 
 @dataclass
@@ -143,6 +156,8 @@ class StandIn:
     function_url: str = "https://visits-standin-uc.a.run.app"
     # Method ids answered 403 PERMISSION_DENIED, e.g. "iam.projects.serviceAccounts.get".
     denied: set[str] = field(default_factory=set)
+    # Ends TLS for the TLS_ONLY APIs' hosts; without it their CONNECTs are refused.
+    tls: ssl.SSLContext | None = None
     calls: list[Call] = field(default_factory=list)
     unanswered: list[Call] = field(default_factory=list)
     # "api name" of everything created, in order (TTL policies included).
@@ -175,6 +190,14 @@ class StandIn:
         self.policies["cloudresourcemanager"] = {
             project: {"version": 1, "etag": "BwYAAAAAAAA=", "bindings": [owner]}
         }
+        account = {
+            "name": BILLING_ACCOUNT,
+            "open": True,
+            "displayName": "My Billing Account",
+            "currencyCode": BILLING_CURRENCY,
+        }
+        self.store("cloudbilling", BILLING_ACCOUNT, account)
+        self.link_billing(BILLING_ACCOUNT)
 
     def reset(self) -> None:
         """Back to a new project, nothing denied; the record of calls is kept."""
@@ -190,6 +213,8 @@ class StandIn:
         standin = self
 
         class Handler(ProxyRequestHandler):
+            tls = standin.tls
+
             def answer(self, call: Call) -> Reply:
                 return standin.answer(call)
 
@@ -271,6 +296,15 @@ class StandIn:
         name = f"projects/{self.project}/databases/{database_id}"
         database = {"name": name, "type": database_type, "locationId": "nam5", "uid": "1"}
         self.store("firestore", name, database)
+
+    def link_billing(self, account: str | None) -> None:
+        """Link the project to a billing account, or (None) leave it without billing."""
+        info = {"name": f"projects/{self.project}/billingInfo", "projectId": self.project}
+        if account:
+            info.update(billingAccountName=account, billingEnabled=True)
+        else:
+            info.update(billingAccountName="", billingEnabled=False)
+        self.store("cloudbilling", info["name"], info)
 
     def add_service_account(self, account_id: str) -> str:
         """A service account made before deploy.sh runs; its email."""
@@ -733,6 +767,44 @@ def patch_gateway(standin: StandIn, call: Call) -> Reply:
     return location_operation(standin, call, updated, "update")
 
 
+# --- cloudbilling and billingbudgets: the project's billing account and its budgets ---
+
+
+def billing_account_of(standin: StandIn, call: Call) -> dict:
+    """The billing account a budget path is under; one the caller cannot see is refused."""
+    name = f"billingAccounts/{call.params['billingAccountsId']}"
+    found = standin.resource("cloudbilling", name)
+    if found is None:
+        raise ApiError(HTTPStatus.FORBIDDEN, "PERMISSION_DENIED", f"Permission denied on {name}")
+    return found
+
+
+def list_budgets(standin: StandIn, call: Call) -> Reply:
+    """budgets.list: every budget of the account (gcloud filters by display name itself)."""
+    prefix = f"{billing_account_of(standin, call)['name']}/budgets/"
+    budgets = [
+        budget
+        for name, budget in standin.resources.get("billingbudgets", {}).items()
+        if name.startswith(prefix)
+    ]
+    return Reply(HTTPStatus.OK, {"budgets": budgets} if budgets else {})
+
+
+def create_budget(standin: StandIn, call: Call) -> Reply:
+    """budgets.create: refuse a currency other than the account's, as Google does."""
+    account = billing_account_of(standin, call)
+    currency = call.body.get("amount", {}).get("specifiedAmount", {}).get("currencyCode")
+    if currency not in (None, account["currencyCode"]):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Budget currency code must match the currency code of the billing account.",
+        )
+    name = f"{account['name']}/budgets/{standin.new_id()}"
+    budget = {**call.body, "name": name, "etag": standin.new_id()}
+    return Reply(HTTPStatus.OK, standin.create("billingbudgets", name, budget))
+
+
 LOCATION = "projects/{projectsId}/locations/{locationsId}"
 FUNCTION = f"{LOCATION}/functions/{{functionsId}}"
 DATABASE = "projects/{projectsId}/databases/{databasesId}"
@@ -912,6 +984,34 @@ ROUTES: dict[str, list[Route]] = {
             get_operation,
         ),
     ],
+    "cloudbilling": [
+        Route(
+            "cloudbilling.projects.getBillingInfo",
+            "GET",
+            "v1/projects/{projectsId}/billingInfo",
+            get_resource,
+        ),
+        Route(
+            "cloudbilling.billingAccounts.get",
+            "GET",
+            "v1/billingAccounts/{billingAccountsId}",
+            get_resource,
+        ),
+    ],
+    "billingbudgets": [
+        Route(
+            "billingbudgets.billingAccounts.budgets.list",
+            "GET",
+            "v1/billingAccounts/{billingAccountsId}/budgets",
+            list_budgets,
+        ),
+        Route(
+            "billingbudgets.billingAccounts.budgets.create",
+            "POST",
+            "v1/billingAccounts/{billingAccountsId}/budgets",
+            create_budget,
+        ),
+    ],
     # A 2nd gen function is served by a Cloud Run service; its invoker policy lives there.
     "run": [
         Route(
@@ -984,14 +1084,27 @@ class ProxyRequestHandler(BaseHTTPRequestHandler):
     """Reads gcloud's proxied requests (absolute URLs) and writes the stand-in's JSON answers."""
 
     protocol_version = "HTTP/1.1"
+    tls: ssl.SSLContext | None = None  # set by StandIn.start
 
     def answer(self, call: Call) -> Reply:
         """The stand-in's answer; set by StandIn.start."""
         raise NotImplementedError
 
     def do_CONNECT(self) -> None:
-        """An https request, headed for the real Google: refuse it (and record it)."""
-        self._send(self.answer(Call("CONNECT", self.path, "", {})), close=True)
+        """A tunnel for https: for a TLS_ONLY API's host, end TLS here and serve the requests
+        inside it; anything else is headed for the real Google, so refuse it (and record it)."""
+        connect = Call("CONNECT", self.path, "", {})
+        if self.tls is None or connect.api not in TLS_ONLY or not self.path.endswith(":443"):
+            self._send(self.answer(connect), close=True)
+            return
+        self.send_response(HTTPStatus.OK, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        # The next requests on this connection come through the tunnel, over TLS.
+        self.connection = self.tls.wrap_socket(self.connection, server_side=True)
+        self.rfile = self.connection.makefile("rb")
+        self.wfile = self.connection.makefile("wb")
+        self.close_connection = False  # even after an HTTP/1.0 CONNECT, as http.client sends
 
     def _handle(self) -> None:
         url = urlsplit(self.path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloud_standin import COMPUTE_ACCOUNT, OWNER
+from cloud_standin import BILLING_ACCOUNT, BILLING_CURRENCY, COMPUTE_ACCOUNT, OWNER
 from conftest import SITE
 from counter import unique
 from counter.config import Settings
@@ -59,6 +59,9 @@ CUSTOM_SETTINGS = {
     "DATASTORE_DATABASE": "visits",
     "FIRESTORE_LOCATION": "eur3",
 }
+# The function's settings that a deployment turns on unless they are set.
+DEPLOYED_DEFAULTS = {"UNIQUE_WINDOW_SECONDS": "1800", "DAILY_WRITE_LIMIT": "10000"}
+BUDGET = "25"
 
 
 class RecordingEnv(dict[str, str]):
@@ -96,6 +99,9 @@ def function_settings() -> dict[str, str]:
         del values[name]
     values["DATASTORE_DATABASE"] = CUSTOM_SETTINGS["DATASTORE_DATABASE"]
     values["ALLOWED_PAGES"] = "/,/blog/*"
+    # A deployment's defaults given other values, 0 (off) among them.
+    values["UNIQUE_WINDOW_SECONDS"] = "0"
+    values["DAILY_WRITE_LIMIT"] = "500"
     return values
 
 
@@ -139,12 +145,13 @@ def custom_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) 
 
 
 def deploy_custom_twice(cloud: Cloud) -> tuple[Run, Run]:
-    """A --gateway deploy with every setting changed and GOOGLE_CLOUD_PROJECT unset; then the
-    same again with --project given and another project in the environment."""
+    """A --gateway --budget deploy with every setting changed and GOOGLE_CLOUD_PROJECT unset; then
+    the same again with --project given and another project in the environment."""
     settings = {"ALLOWED_ORIGINS": ORIGINS, **CUSTOM_SETTINGS, **function_settings()}
-    first = cloud.deploy("--gateway", GOOGLE_CLOUD_PROJECT=None, **settings)
+    first = cloud.deploy("--gateway", f"--budget={BUDGET}", GOOGLE_CLOUD_PROJECT=None, **settings)
     again = cloud.deploy(
         "--gateway",
+        f"--budget={BUDGET}",
         f"--project={CUSTOM_PROJECT}",
         GOOGLE_CLOUD_PROJECT="someone-elses-project",
         **settings,
@@ -153,13 +160,26 @@ def deploy_custom_twice(cloud: Cloud) -> tuple[Run, Run]:
 
 
 @pytest.fixture(scope="module")
-def full_deploys(default_cloud: Cloud, custom_cloud: Cloud) -> Iterator[dict[str, Future]]:
+def unbilled_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) -> Cloud:
+    """A project linked to no billing account."""
+    cloud = new_cloud(clouds, tmp_path_factory.mktemp("unbilled"))
+    cloud.standin.link_billing(None)
+    return cloud
+
+
+@pytest.fixture(scope="module")
+def full_deploys(
+    default_cloud: Cloud, custom_cloud: Cloud, unbilled_cloud: Cloud
+) -> Iterator[dict[str, Future]]:
     """The module's full deploys, started together in the background as the first test needs
-    one: the two projects are independent, and each run is mostly gcloud starting up."""
+    one: the projects are independent, and each run is mostly gcloud starting up."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {
             "default": pool.submit(default_cloud.deploy, "--smoke", ALLOWED_ORIGINS=ORIGINS),
             "custom": pool.submit(deploy_custom_twice, custom_cloud),
+            "unbilled": pool.submit(
+                unbilled_cloud.deploy, f"--budget={BUDGET}", ALLOWED_ORIGINS=ORIGINS
+            ),
         }
 
 
@@ -219,8 +239,15 @@ def test_function_is_created_as_specified(deployed: Run) -> None:
         "maxInstanceCount": 3,
         "maxInstanceRequestConcurrency": 1,
         "serviceAccountEmail": SERVICE_ACCOUNT,
-        "environmentVariables": {"GOOGLE_CLOUD_PROJECT": PROJECT, "ALLOWED_ORIGINS": ORIGINS},
+        "environmentVariables": {
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "ALLOWED_ORIGINS": ORIGINS,
+            **DEPLOYED_DEFAULTS,
+        },
     }
+    # Values the function accepts: it would refuse to start otherwise.
+    settings = Settings.from_env(create.body["serviceConfig"]["environmentVariables"])
+    assert (settings.unique_window_seconds, settings.daily_write_limit) == (1800, 10_000)
     assert "eventTrigger" not in create.body  # an HTTP function
 
 
@@ -377,6 +404,11 @@ def test_lookup_error_other_than_not_found_stops_the_deploy(
             {"ALLOWED_PAGES": "/a;b"}, (), "must not contain ';'", id="delimiter-in-a-setting"
         ),
         pytest.param({}, ("--bogus",), "--help", id="unknown-argument"),
+        pytest.param({}, ("--budget=0",), "--budget needs an amount", id="budget-zero"),
+        pytest.param({}, ("--budget=ten",), "--budget needs an amount", id="budget-not-a-number"),
+        pytest.param(
+            {}, ("--budget=5", "--deploy-only"), "set the budget with a full run", id="budget-ci"
+        ),
     ],
 )
 def test_failed_check_stops_before_anything_is_sent(
@@ -460,6 +492,7 @@ def test_help_documents_every_setting(idle_cloud: Cloud) -> None:
         "--dry-run",
         "--gateway",
         "--smoke",
+        "--budget",
     }
     documented = set(re.findall(r"[A-Z][A-Z_]+[A-Z]|--[a-z-]+", run.result.stdout))
     assert deploy_settings | settings_the_function_reads() <= documented
@@ -565,8 +598,13 @@ def test_second_run_changes_no_access(custom_cloud: Cloud, custom: Run, custom_a
 
 def test_project_flag_wins_over_the_environment(custom_again: Run) -> None:
     commands = after_checks(custom_again.commands)
-    # add-iam-policy-binding takes the project as its argument, every other command as --project.
-    projects = {flags(call).get("project", call[2]) for call in commands}
+    # add-iam-policy-binding and billing projects take the project as their argument, every other
+    # command as --project, but for budgets, which belong to the billing account.
+    projects = {
+        flags(call).get("project", call[3] if call[0] == "billing" else call[2])
+        for call in commands
+        if call[:2] != ["billing", "accounts"] and call[:2] != ["billing", "budgets"]
+    }
 
     assert projects == {CUSTOM_PROJECT}
     # The stand-in refuses any other project with 403, which would have stopped the run.
@@ -619,3 +657,76 @@ def test_smoke_fails_on_an_unexpected_status(
 
     assert result.returncode != 0
     assert failed in result.stdout
+
+
+# --- --budget ---
+
+
+def test_budget_alerts_on_this_projects_spend(custom: Run) -> None:
+    [enable] = custom.requests("serviceusage.services.batchEnable")
+    assert {"cloudbilling.googleapis.com", "billingbudgets.googleapis.com"} <= set(
+        enable.body["serviceIds"]
+    )
+    [create] = custom.requests("billingbudgets.billingAccounts.budgets.create")
+
+    # gcloud has no endpoint override for this API: it went over https to its real host.
+    assert create.host == "billingbudgets.googleapis.com"
+    assert create.path == f"v1/{BILLING_ACCOUNT}/budgets"
+    assert create.body == {
+        "displayName": f"Visit counter ({CUSTOM_PROJECT})",
+        # The billing account's currency, which is not gcloud's default.
+        "amount": {
+            "specifiedAmount": {"currencyCode": BILLING_CURRENCY, "units": BUDGET, "nanos": 0}
+        },
+        "budgetFilter": {"projects": [f"projects/{CUSTOM_PROJECT}"]},
+        "thresholdRules": [
+            {"thresholdPercent": 0.5},
+            {"thresholdPercent": 0.9},
+            {"thresholdPercent": 1.0},
+        ],
+        "notificationsRule": {"disableDefaultIamRecipients": False},
+    }
+    assert f'Budget "Visit counter ({CUSTOM_PROJECT})": {BUDGET} {BILLING_CURRENCY} a month' in (
+        custom.result.stdout
+    )
+
+
+def test_budget_is_created_once(custom_again: Run) -> None:
+    assert custom_again.requests("billingbudgets.billingAccounts.budgets.create") == []
+    [listed] = custom_again.requests("billingbudgets.billingAccounts.budgets.list")
+    assert listed.status == 200
+    assert f'Budget "Visit counter ({CUSTOM_PROJECT})" exists already' in custom_again.result.stdout
+
+
+def test_budget_without_a_billing_account_says_so_and_deploys(
+    full_deploys: dict[str, Future],
+) -> None:
+    run = succeeded(full_deploys["unbilled"].result())
+
+    assert f"No budget: project {PROJECT} has no billing account" in run.result.stdout
+    assert [call.method_id for call in run.api_calls if "billing" in call.api] == [
+        "cloudbilling.projects.getBillingInfo"
+    ]
+    assert run.requests("cloudfunctions.projects.locations.functions.create")
+    assert "Function URL: " in run.result.stdout
+
+
+def test_dry_run_plans_the_budget_a_real_run_makes(idle_cloud: Cloud, custom: Run) -> None:
+    dry_run = idle_cloud.deploy(
+        f"--budget={BUDGET}", "--dry-run", f"--project={CUSTOM_PROJECT}", ALLOWED_ORIGINS=ORIGINS
+    )
+
+    assert dry_run.result.returncode == 0, dry_run.result.stderr
+    # A dry run cannot know the billing account or its currency; it shows where they go.
+    stdout = dry_run.result.stdout.replace(
+        "BILLING_ACCOUNT_ID", BILLING_ACCOUNT.removeprefix("billingAccounts/")
+    ).replace(f"{BUDGET}CURRENCY", f"{BUDGET}{BILLING_CURRENCY}")
+    planned = [call for call in plan(stdout) if call[1] == "billing"]
+    assert planned == [["gcloud", *call] for call in custom.commands if call[0] == "billing"]
+    assert [command(call[1:]) for call in planned] == [
+        f"billing projects describe {CUSTOM_PROJECT}",
+        "billing accounts describe 01A2B3-C4D5E6-F7A8B9",
+        "billing budgets list",
+        "billing budgets create",
+    ]
+    assert (dry_run.commands, dry_run.calls) == ([], [])
