@@ -94,8 +94,9 @@ GITHUB_ISSUER=https://token.actions.githubusercontent.com
 GITHUB_DEPLOY_REF=refs/heads/main
 # Two of the function's settings are on in a deployment unless set, though off in the function
 # itself (counter/config.py) so that a local run counts every hit: repeat visits within half an
-# hour count once, and an instance counts at most 10,000 visits a day, about the free tier's
-# 20,000 daily writes at two writes a visit. 0 turns either off.
+# hour count once, and an instance counts at most 10,000 visits a day, the free tier's 20,000
+# daily writes at two writes a visit (the limit is per instance, so MAX_INSTANCES instances may
+# together count more). 0 turns either off.
 UNIQUE_WINDOW_SECONDS=${UNIQUE_WINDOW_SECONDS:-1800}
 DAILY_WRITE_LIMIT=${DAILY_WRITE_LIMIT:-10000}
 # The budget's alerts, as fractions of its amount.
