@@ -1101,7 +1101,11 @@ class ProxyRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         # The next requests on this connection come through the tunnel, over TLS.
-        self.connection = self.tls.wrap_socket(self.connection, server_side=True)
+        try:
+            self.connection = self.tls.wrap_socket(self.connection, server_side=True)
+        except ssl.SSLError:  # a client that does not trust the stand-in's CA hangs up
+            self.close_connection = True
+            return
         self.rfile = self.connection.makefile("rb")
         self.wfile = self.connection.makefile("wb")
         self.close_connection = False  # even after an HTTP/1.0 CONNECT, as http.client sends
