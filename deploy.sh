@@ -2,6 +2,7 @@
 # Deploy the visit counter: a Cloud Function (2nd gen) on Firestore in Datastore mode.
 #
 # Usage: ALLOWED_ORIGINS=https://your.site ./deploy.sh [--project=ID] [--dry-run] [--gateway] [--smoke]
+#            [--budget=AMOUNT] [--github=OWNER/REPO | --deploy-only]
 #
 #   --project=ID  the Google Cloud project (else GOOGLE_CLOUD_PROJECT, else gcloud's config)
 #   --dry-run     print every gcloud command, one per line after "+", and run none of them, not
@@ -9,6 +10,20 @@
 #                 and ALLOWED_ORIGINS, not gcloud or a login.
 #   --gateway     also put API Gateway in front of the function, described by openapi.yaml
 #   --smoke       after deploying, call the live URL with scripts/smoke.sh
+#   --budget=AMOUNT
+#                 also a monthly billing budget of AMOUNT (e.g. 5 or 10.50, in the billing
+#                 account's currency) on this project's spend, which emails the billing account's
+#                 administrators at 50 %, 90 % and 100 % of it. A budget alerts; it does not stop
+#                 spending. Created once, found again by its name "Visit counter (PROJECT)".
+#                 Without a billing account linked to the project it says so and goes on.
+#   --github=OWNER/REPO
+#                 also let GitHub Actions in that repository deploy, without a key: a workload
+#                 identity pool and OIDC provider that admit only pushes to its main branch, and
+#                 a deployer service account with the roles a --deploy-only run needs; prints
+#                 the repository variables to set. OWNER/REPO as GitHub spells it (case counts).
+#   --deploy-only deploy a new revision of the existing function and change nothing else: no
+#                 APIs, database, TTL policies, accounts or IAM, and the function's public access
+#                 stays as the first run set it. What the Deploy workflow runs, as the deployer.
 #   --help        print this text
 #
 # Settings, from the environment (default in brackets):
@@ -25,15 +40,38 @@
 #   DATASTORE_DATABASE    the Firestore database, in Datastore mode [(default)]
 #   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
 #   GATEWAY_ID, API_ID    names for --gateway [FUNCTION_NAME-gateway, FUNCTION_NAME]
+#   WIF_POOL, WIF_PROVIDER  the workload identity pool and provider for --github
+#                         [github, visit-counter]
+#   DEPLOYER_NAME         the service account GitHub Actions deploys as, for --github
+#                         [visit-counter-deployer]
+#   UNIQUE_WINDOW_SECONDS count a visitor once per page in this many seconds; 0 counts every
+#                         hit [1800]
+#   DAILY_WRITE_LIMIT     counted visits per instance per UTC day; 0 is no limit [10000]
 #   ALLOWED_PAGES, DEFAULT_PAGE, DATASTORE_NAMESPACE, DATASTORE_DEADLINE_SECONDS,
-#   BADGE_COUNTS, UNIQUE_WINDOW_SECONDS, COUNT_BOTS, COUNT_ON_GET, FORWARDED_HOPS,
-#   RATE_LIMIT_PER_MINUTE, DAILY_WRITE_LIMIT, COUNTER_SHARDS, COALESCE_HITS, HISTORY
-#                         the function's own settings, passed on when set (see README)
+#   BADGE_COUNTS, COUNT_BOTS, COUNT_ON_GET, FORWARDED_HOPS, RATE_LIMIT_PER_MINUTE,
+#   COUNTER_SHARDS, COALESCE_HITS, HISTORY
+#                         the function's other settings, passed on when set (see README)
 #
 # It enables the APIs it needs, creates the Datastore-mode database, its TTL policies and the
 # function's service account if missing, grants that account roles/datastore.user, deploys.
-# Safe to run again: it creates only what is missing, and deploys a new revision.
+# Safe to run again: it creates only what is missing, and deploys a new revision. In GitHub
+# Actions ($GITHUB_OUTPUT set) it also hands the URL to later steps as the step output `url`.
 set -euo pipefail
+
+# The settings a --deploy-only run reads besides the project and ALLOWED_ORIGINS. Those this run
+# is given, --github prints as repository variables, so a deploy from GitHub matches it.
+DEPLOY_SETTINGS=(REGION FUNCTION_NAME RUNTIME MAX_INSTANCES CONCURRENCY MEMORY SERVICE_ACCOUNT_NAME
+    DATASTORE_DATABASE)
+# The function's optional settings (counter/config.py), passed on when set.
+FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
+    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
+    RATE_LIMIT_PER_MINUTE DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
+GIVEN_SETTINGS=()
+for name in "${DEPLOY_SETTINGS[@]}" "${FUNCTION_SETTINGS[@]}"; do
+    if [[ -n ${!name:-} ]]; then
+        GIVEN_SETTINGS+=("$name")
+    fi
+done
 
 REGION=${REGION:-us-central1}
 FUNCTION_NAME=${FUNCTION_NAME:-visits}
@@ -48,10 +86,21 @@ DATASTORE_DATABASE=${DATASTORE_DATABASE:-(default)}
 FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
 API_ID=${API_ID:-$FUNCTION_NAME}
 GATEWAY_ID=${GATEWAY_ID:-$FUNCTION_NAME-gateway}
-# The function's optional settings (counter/config.py), passed on only when set.
-FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
-    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
-    RATE_LIMIT_PER_MINUTE DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
+WIF_POOL=${WIF_POOL:-github}
+WIF_PROVIDER=${WIF_PROVIDER:-visit-counter}
+DEPLOYER_NAME=${DEPLOYER_NAME:-visit-counter-deployer}
+# Where GitHub's OIDC tokens come from, and the one branch whose pushes may deploy.
+GITHUB_ISSUER=https://token.actions.githubusercontent.com
+GITHUB_DEPLOY_REF=refs/heads/main
+# Two of the function's settings are on in a deployment unless set, though off in the function
+# itself (counter/config.py) so that a local run counts every hit: repeat visits within half an
+# hour count once, and an instance counts at most 10,000 visits a day, the free tier's 20,000
+# daily writes at two writes a visit (the limit is per instance, so MAX_INSTANCES instances may
+# together count more). 0 turns either off.
+UNIQUE_WINDOW_SECONDS=${UNIQUE_WINDOW_SECONDS:-1800}
+DAILY_WRITE_LIMIT=${DAILY_WRITE_LIMIT:-10000}
+# The budget's alerts, as fractions of its amount.
+BUDGET_THRESHOLDS=(0.5 0.9 1.0)
 # Unique-visitor markers and daily salts carry an expiry time; TTL policies on it delete them,
 # which is what keeps old visitor hashes unlinkable (README, "Who is counted"). counter/store.py
 # names the kinds and the property.
@@ -63,6 +112,9 @@ ENV_DELIMITER=";"
 DRY_RUN=0
 GATEWAY=0
 SMOKE=0
+DEPLOY_ONLY=0
+GITHUB_REPO=""
+BUDGET=""
 PROJECT=${GOOGLE_CLOUD_PROJECT:-}
 
 main() {
@@ -74,25 +126,45 @@ main() {
         say "Dry run: nothing is run; the plan assumes nothing exists yet in project $PROJECT."
     fi
 
-    local apis=(cloudfunctions run cloudbuild artifactregistry datastore firestore iam logging)
-    if ((GATEWAY)); then
-        apis+=(apigateway servicemanagement servicecontrol)
+    if ((DEPLOY_ONLY)); then
+        require_function
+    else
+        local apis=(cloudfunctions run cloudbuild artifactregistry datastore firestore iam logging)
+        if ((GATEWAY)); then
+            apis+=(apigateway servicemanagement servicecontrol)
+        fi
+        if [[ -n $GITHUB_REPO ]]; then
+            # GitHub's token is exchanged (sts) for the deployer's (iamcredentials).
+            apis+=(sts iamcredentials cloudresourcemanager)
+        fi
+        if [[ -n $BUDGET ]]; then
+            apis+=(cloudbilling billingbudgets)
+        fi
+        run gcloud services enable "${apis[@]/%/.googleapis.com}" --project="$PROJECT"
+
+        ensure_database
+        ensure_ttl_policies
+        ensure_service_account "$sa_email"
+        # Only what counting needs, on this account alone; never the default compute account.
+        with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
+            --member="serviceAccount:$sa_email" --role=roles/datastore.user --condition=None \
+            --format=none
+        if [[ -n $GITHUB_REPO ]]; then
+            setup_github "$sa_email"
+        fi
     fi
-    run gcloud services enable "${apis[@]/%/.googleapis.com}" --project="$PROJECT"
 
-    ensure_database
-    ensure_ttl_policies
-    ensure_service_account "$sa_email"
-    # Only what counting needs, on this account alone; never the default compute account.
-    with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
-        --member="serviceAccount:$sa_email" --role=roles/datastore.user --condition=None \
-        --format=none
-
-    run gcloud functions deploy "$FUNCTION_NAME" --gen2 --runtime="$RUNTIME" --region="$REGION" \
-        --source=. --entry-point=visits --trigger-http --allow-unauthenticated \
-        --service-account="$sa_email" --max-instances="$MAX_INSTANCES" \
-        --concurrency="$CONCURRENCY" --memory="$MEMORY" --set-env-vars="$(function_env)" \
-        --project="$PROJECT" --quiet
+    local deploy=(gcloud functions deploy "$FUNCTION_NAME" --gen2 --runtime="$RUNTIME"
+        --region="$REGION" --source=. --entry-point=visits --trigger-http
+        --service-account="$sa_email" --max-instances="$MAX_INSTANCES"
+        --concurrency="$CONCURRENCY" --memory="$MEMORY" --set-env-vars="$(function_env)"
+        --project="$PROJECT" --quiet)
+    if ((!DEPLOY_ONLY)); then
+        # Left out, an existing function keeps its access: setting it needs
+        # run.services.setIamPolicy, which --deploy-only's deployer does not have.
+        deploy+=(--allow-unauthenticated)
+    fi
+    run "${deploy[@]}"
     local url="https://FUNCTION_URL" # what the dry run shows in place of the real one
     if read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
         --project="$PROJECT" --format="value(serviceConfig.uri)"; then
@@ -107,6 +179,17 @@ main() {
         endpoint=$GATEWAY_URL
     fi
     print_summary "$url" "$endpoint"
+    if [[ -n $GITHUB_REPO ]]; then
+        print_github_variables
+    fi
+    if [[ -n $BUDGET ]]; then
+        # After the deploy: a budget only alerts, so a refusal here must not keep the counter
+        # from being deployed.
+        ensure_budget
+    fi
+    if [[ -n ${GITHUB_OUTPUT:-} ]] && ((!DRY_RUN)); then
+        printf 'url=%s\n' "$endpoint" >>"$GITHUB_OUTPUT"
+    fi
     if ((SMOKE)); then
         run scripts/smoke.sh --origin="$(first_origin)" "$endpoint"
     fi
@@ -128,11 +211,40 @@ parse_args() {
         --dry-run) DRY_RUN=1 ;;
         --gateway) GATEWAY=1 ;;
         --smoke) SMOKE=1 ;;
+        --github=*) GITHUB_REPO=${1#--github=} && check_github_repo ;;
+        --github)
+            GITHUB_REPO=${2:-} && check_github_repo
+            shift
+            ;;
+        --deploy-only) DEPLOY_ONLY=1 ;;
+        --budget=*) BUDGET=${1#--budget=} && check_budget ;;
+        --budget)
+            BUDGET=${2:-} && check_budget
+            shift
+            ;;
         -h | --help) usage && exit 0 ;;
         *) die "unknown argument $1; see ./deploy.sh --help" ;;
         esac
         shift
     done
+    if ((DEPLOY_ONLY)) && [[ -n $GITHUB_REPO ]]; then
+        die "--deploy-only changes nothing but the function, and --github sets up access: use one"
+    fi
+    if ((DEPLOY_ONLY)) && [[ -n $BUDGET ]]; then
+        die "--deploy-only changes nothing but the function; set the budget with a full run: ./deploy.sh --budget=$BUDGET"
+    fi
+}
+
+# An amount in the billing account's currency, as budgets take it: units and up to two decimals.
+check_budget() {
+    [[ $BUDGET =~ ^[0-9]+([.][0-9]{1,2})?$ && $BUDGET =~ [1-9] ]] ||
+        die "--budget needs an amount above zero, e.g. --budget=5 or --budget=10.50 (got '$BUDGET')"
+}
+
+# GitHub's own rule for owner and repository names; the provider's condition compares them.
+check_github_repo() {
+    [[ $GITHUB_REPO =~ ^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$ ]] ||
+        die "--github needs the repository as OWNER/REPO, e.g. --github=you/your-site (got '$GITHUB_REPO')"
 }
 
 # Every check runs before anything is created; each failure says how to fix it.
@@ -213,6 +325,119 @@ ensure_service_account() {
     fi
 }
 
+# --deploy-only updates the function a full run made; creating it is the owner's first run.
+require_function() {
+    if ! read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
+        --project="$PROJECT" --format="value(name)" && ((!DRY_RUN)); then
+        die "function $FUNCTION_NAME does not exist in $REGION of project $PROJECT, and --deploy-only only updates it: run ./deploy.sh once without --deploy-only first"
+    fi
+}
+
+# Keyless deploys from GitHub Actions: GitHub's OIDC token for a push to the repository's main
+# branch is exchanged for the deployer account's, and that account may only deploy.
+setup_github() {
+    local runtime_sa=$1 number=PROJECT_NUMBER # what the dry run shows in place of the real one
+    if read_value gcloud projects describe "$PROJECT" --format="value(projectNumber)"; then
+        number=$VALUE
+    elif ((!DRY_RUN)); then
+        die "project $PROJECT has no number yet; run the script again"
+    fi
+    local pool="projects/$number/locations/global/workloadIdentityPools/$WIF_POOL"
+    GITHUB_PROVIDER="$pool/providers/$WIF_PROVIDER"
+    GITHUB_DEPLOYER="$DEPLOYER_NAME@$PROJECT.iam.gserviceaccount.com"
+    ensure_pool
+    ensure_provider
+    if ! read_value gcloud iam service-accounts describe "$GITHUB_DEPLOYER" --project="$PROJECT" \
+        --format="value(email)"; then
+        run gcloud iam service-accounts create "$DEPLOYER_NAME" \
+            --display-name="GitHub deployer of $FUNCTION_NAME" \
+            --description="Deploys the $FUNCTION_NAME function from GitHub Actions; nothing else" \
+            --project="$PROJECT"
+    fi
+    # Deploy and read functions and their builds: no IAM, no data, no setup (README lists why).
+    with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
+        --member="serviceAccount:$GITHUB_DEPLOYER" --role=roles/cloudfunctions.developer \
+        --condition=None --format=none
+    # A function runs as its runtime account, so deploying one means acting as that account.
+    with_retries run gcloud iam service-accounts add-iam-policy-binding "$runtime_sa" \
+        --member="serviceAccount:$GITHUB_DEPLOYER" --role=roles/iam.serviceAccountUser \
+        --condition=None --project="$PROJECT" --format=none
+    # Only tokens of this repository, which the provider admitted, may act as the deployer.
+    with_retries run gcloud iam service-accounts add-iam-policy-binding "$GITHUB_DEPLOYER" \
+        --member="principalSet://iam.googleapis.com/$pool/attribute.repository/$GITHUB_REPO" \
+        --role=roles/iam.workloadIdentityUser --condition=None --project="$PROJECT" \
+        --format=none
+}
+
+ensure_pool() {
+    if read_value gcloud iam workload-identity-pools describe "$WIF_POOL" --location=global \
+        --project="$PROJECT" --format="value(state)"; then
+        if [[ $VALUE == DELETED ]]; then
+            # A deleted pool keeps its name for 30 days: bring it back rather than fail to create.
+            run gcloud iam workload-identity-pools undelete "$WIF_POOL" --location=global \
+                --project="$PROJECT"
+        fi
+        return
+    fi
+    run gcloud iam workload-identity-pools create "$WIF_POOL" --location=global \
+        --display-name="GitHub Actions" --project="$PROJECT"
+}
+
+ensure_provider() {
+    local condition="assertion.repository == \"$GITHUB_REPO\" && assertion.ref == \"$GITHUB_DEPLOY_REF\""
+    local where=(--workload-identity-pool="$WIF_POOL" --location=global --project="$PROJECT")
+    if read_value gcloud iam workload-identity-pools providers describe "$WIF_PROVIDER" \
+        "${where[@]}" --format="value(state,attributeCondition)"; then
+        local state=${VALUE%%$'\t'*} current=${VALUE#*$'\t'}
+        if [[ $current != "$condition" ]]; then
+            die "provider $WIF_PROVIDER admits ($current), not $GITHUB_REPO's main branch; left untouched. For another repository, set WIF_PROVIDER=another-name; to move this one: $(quote gcloud iam workload-identity-pools providers update-oidc "$WIF_PROVIDER" "${where[@]}" --attribute-condition="$condition")"
+        fi
+        if [[ $state == DELETED ]]; then
+            run gcloud iam workload-identity-pools providers undelete "$WIF_PROVIDER" "${where[@]}"
+        fi
+        return
+    fi
+    run gcloud iam workload-identity-pools providers create-oidc "$WIF_PROVIDER" "${where[@]}" \
+        --issuer-uri="$GITHUB_ISSUER" \
+        --attribute-mapping="google.subject=assertion.sub,attribute.repository=assertion.repository,attribute.ref=assertion.ref" \
+        --attribute-condition="$condition" --display-name="GitHub Actions deploys" \
+        --description="Pushes to main of $GITHUB_REPO deploy $FUNCTION_NAME"
+}
+
+# A monthly budget on this project's spend, alerting the billing account's administrators by
+# email at each threshold. Found again by its display name, so a second run creates none.
+ensure_budget() {
+    local enabled="" account="billingAccounts/BILLING_ACCOUNT_ID" currency=CURRENCY
+    if read_value gcloud billing projects describe "$PROJECT" \
+        --format="value(billingEnabled,billingAccountName)"; then
+        IFS=$'\t' read -r enabled account <<<"$VALUE"
+        if [[ $enabled != True || -z $account ]]; then
+            say "No budget: project $PROJECT has no billing account (billing is not enabled), so it can spend nothing beyond the free tier. After linking one, run again with --budget=$BUDGET."
+            return
+        fi
+    fi
+    local id=${account#billingAccounts/} name="Visit counter ($PROJECT)"
+    # Budgets are in the billing account's currency, and Google refuses any other.
+    if read_value gcloud billing accounts describe "$id" --format="value(currencyCode)"; then
+        currency=$VALUE
+    fi
+    if read_value gcloud billing budgets list --billing-account="$id" \
+        --filter="displayName=\"$name\"" --format="value(name)" && [[ -n $VALUE ]]; then
+        say "Budget \"$name\" exists already ($VALUE); left as it is."
+        return
+    fi
+    local thresholds=() threshold
+    for threshold in "${BUDGET_THRESHOLDS[@]}"; do
+        thresholds+=(--threshold-rule="percent=$threshold")
+    done
+    run gcloud billing budgets create --billing-account="$id" --display-name="$name" \
+        --budget-amount="$BUDGET$currency" --filter-projects="projects/$PROJECT" \
+        "${thresholds[@]}" --format=none
+    if ((!DRY_RUN)); then
+        say "Budget \"$name\": $BUDGET $currency a month; the billing account's administrators get an email at 50 %, 90 % and 100 %."
+    fi
+}
+
 # The function's environment, in gcloud's ^DELIM^ syntax; settings left unset stay unset.
 function_env() {
     local pairs=("GOOGLE_CLOUD_PROJECT=$PROJECT" "ALLOWED_ORIGINS=$ALLOWED_ORIGINS")
@@ -277,6 +502,26 @@ print_summary() {
     say "  <script src=\"counter.js\" defer></script>"
 }
 
+# What the Deploy workflow needs: the two values that let it in, and this run's settings, so a
+# deploy from GitHub matches this one.
+print_github_variables() {
+    local pairs=("GCP_WORKLOAD_IDENTITY_PROVIDER=$GITHUB_PROVIDER"
+        "GCP_SERVICE_ACCOUNT=$GITHUB_DEPLOYER" "GCP_PROJECT=$PROJECT"
+        "ALLOWED_ORIGINS=$ALLOWED_ORIGINS") name pair
+    for name in ${GIVEN_SETTINGS[@]+"${GIVEN_SETTINGS[@]}"}; do
+        pairs+=("$name=${!name}")
+    done
+    say ""
+    say "GitHub Actions of $GITHUB_REPO may now deploy on pushes to main, as:"
+    say "  GCP_WORKLOAD_IDENTITY_PROVIDER=$GITHUB_PROVIDER"
+    say "  GCP_SERVICE_ACCOUNT=$GITHUB_DEPLOYER"
+    say ""
+    say "Set those, the project and this run's settings as repository variables (gh auth login first):"
+    for pair in "${pairs[@]}"; do
+        say "  $(quote gh variable set "${pair%%=*}" --repo "$GITHUB_REPO" --body "${pair#*=}")"
+    done
+}
+
 first_origin() {
     local origin=${ALLOWED_ORIGINS%%,*}
     origin=${origin// /}
@@ -305,7 +550,8 @@ read_value() {
     if VALUE=$("$@" 2>"$WORK_DIR/stderr"); then
         return 0
     fi
-    if grep -q NOT_FOUND "$WORK_DIR/stderr"; then
+    # Most commands print the API's status; functions --v2 prints "ResponseError: status=[404]".
+    if grep -q -e NOT_FOUND -e 'status=\[404\]' "$WORK_DIR/stderr"; then
         return 1
     fi
     cat "$WORK_DIR/stderr" >&2

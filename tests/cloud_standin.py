@@ -8,6 +8,12 @@ proxy, so each request arrives here with the host Google would see. A request fo
 kept in `unanswered`, so a test fails naming it instead of waiting on a network that is not
 there.
 
+An API gcloud has no endpoint override for (billingbudgets, in TLS_ONLY) is reached over https
+as usual: gcloud sends a CONNECT for its real host to the proxy, and given a TLS context (a
+certificate for those hosts from a throwaway CA that gcloud is told to trust with
+core/custom_ca_certs_file), the stand-in answers the CONNECT itself, ends TLS and serves the
+requests inside the tunnel from the same tables.
+
 It answers with the REST shapes of gcloud's own API clients (the SDK's
 lib/googlecloudsdk/generated_clients/apis/API/VERSION/API_VERSION_client.py and
 API_VERSION_messages.py): each route names the client's method id and its URL template, and
@@ -27,7 +33,8 @@ Adding an API (billingbudgets for a budget, iam's workloadIdentityPools, cloudbi
   3. Add `"billingbudgets": [Route(...), ...]` to ROUTES, answering with the helpers here
      (`get_resource`, `create_in_collection`, `get_policy`, `set_policy`, `get_operation`) or
      a small function of your own that keeps what it creates with `StandIn.create`.
-  4. Nothing else: tests/real_gcloud.py overrides the endpoint of every API in ROUTES, and
+  4. Nothing else: tests/real_gcloud.py overrides the endpoint of every API in ROUTES (or, for
+     one gcloud cannot override, lists it in TLS_ONLY and gets a certificate for it), and
      tests/test_cloud_standin.py checks the new routes against the SDK.
 """
 
@@ -39,6 +46,7 @@ import io
 import itertools
 import json
 import re
+import ssl
 import threading
 import zipfile
 from collections.abc import Callable
@@ -58,6 +66,11 @@ RUNTIMES = ("python310", "python311", "python312", "python313")
 # The signed URL that generateUploadUrl hands out is on Cloud Storage.
 UPLOAD_HOST = "storage.googleapis.com"
 OWNER = "user:owner@example.com"
+# APIs without an api_endpoint_overrides property in gcloud: reached by https through the proxy.
+TLS_ONLY = frozenset({"billingbudgets"})
+# The billing account a new project is linked to; its currency is not gcloud's default (USD).
+BILLING_ACCOUNT = "billingAccounts/01A2B3-C4D5E6-F7A8B9"
+BILLING_CURRENCY = "EUR"
 
 
 @dataclass
@@ -143,6 +156,8 @@ class StandIn:
     function_url: str = "https://visits-standin-uc.a.run.app"
     # Method ids answered 403 PERMISSION_DENIED, e.g. "iam.projects.serviceAccounts.get".
     denied: set[str] = field(default_factory=set)
+    # Ends TLS for the TLS_ONLY APIs' hosts; without it their CONNECTs are refused.
+    tls: ssl.SSLContext | None = None
     calls: list[Call] = field(default_factory=list)
     unanswered: list[Call] = field(default_factory=list)
     # "api name" of everything created, in order (TTL policies included).
@@ -175,6 +190,14 @@ class StandIn:
         self.policies["cloudresourcemanager"] = {
             project: {"version": 1, "etag": "BwYAAAAAAAA=", "bindings": [owner]}
         }
+        account = {
+            "name": BILLING_ACCOUNT,
+            "open": True,
+            "displayName": "My Billing Account",
+            "currencyCode": BILLING_CURRENCY,
+        }
+        self.store("cloudbilling", BILLING_ACCOUNT, account)
+        self.link_billing(BILLING_ACCOUNT)
 
     def reset(self) -> None:
         """Back to a new project, nothing denied; the record of calls is kept."""
@@ -190,6 +213,8 @@ class StandIn:
         standin = self
 
         class Handler(ProxyRequestHandler):
+            tls = standin.tls
+
             def answer(self, call: Call) -> Reply:
                 return standin.answer(call)
 
@@ -272,6 +297,15 @@ class StandIn:
         database = {"name": name, "type": database_type, "locationId": "nam5", "uid": "1"}
         self.store("firestore", name, database)
 
+    def link_billing(self, account: str | None) -> None:
+        """Link the project to a billing account, or (None) leave it without billing."""
+        info = {"name": f"projects/{self.project}/billingInfo", "projectId": self.project}
+        if account:
+            info.update(billingAccountName=account, billingEnabled=True)
+        else:
+            info.update(billingAccountName="", billingEnabled=False)
+        self.store("cloudbilling", info["name"], info)
+
     def add_service_account(self, account_id: str) -> str:
         """A service account made before deploy.sh runs; its email."""
         email = f"{account_id}@{self.project}.{ACCOUNT_DOMAIN}"
@@ -339,9 +373,15 @@ def get_resource(standin: StandIn, call: Call) -> Reply:
 get_operation = get_resource  # operations are kept under their names like any resource
 
 
+def policy_target(standin: StandIn, call: Call) -> str:
+    """The resource before `:getIamPolicy`/`:setIamPolicy`; `projects/-` is this project."""
+    name = resource_name(call).rsplit(":", 1)[0]
+    return re.sub(r"^projects/-/", f"projects/{standin.project}/", name)
+
+
 def get_policy(standin: StandIn, call: Call) -> Reply:
     """getIamPolicy of the resource before `:getIamPolicy`."""
-    name = resource_name(call).rsplit(":", 1)[0]
+    name = policy_target(standin, call)
     if standin.resource(call.api, name) is None:
         raise not_found(name)
     return Reply(HTTPStatus.OK, standin.policy(call.api, name))
@@ -349,7 +389,7 @@ def get_policy(standin: StandIn, call: Call) -> Reply:
 
 def set_policy(standin: StandIn, call: Call) -> Reply:
     """setIamPolicy: refuse a stale etag (a read-modify-write race), keep it, give a new etag."""
-    name = resource_name(call).rsplit(":", 1)[0]
+    name = policy_target(standin, call)
     if standin.resource(call.api, name) is None:
         raise not_found(name)
     policy = copy.deepcopy(call.body["policy"])
@@ -574,6 +614,59 @@ def create_service_account(standin: StandIn, call: Call) -> Reply:
     return Reply(HTTPStatus.OK, standin.create("iam", name, account))
 
 
+# --- iam: workload identity pools and their providers ---
+
+
+def pool_name(standin: StandIn, call: Call) -> str:
+    """The pool or provider a path names, as Google names it: by the project's number."""
+    name = resource_name(call).rsplit(":", 1)[0]
+    return re.sub(r"^projects/[^/]+/", f"projects/{PROJECT_NUMBER}/", name)
+
+
+def get_pool(standin: StandIn, call: Call) -> Reply:
+    """workloadIdentityPools.get and providers.get: a deleted one is still there, DELETED."""
+    name = pool_name(standin, call)
+    found = standin.resource("iam", name)
+    if found is None:
+        raise not_found(name)
+    return Reply(HTTPStatus.OK, found)
+
+
+def create_pool(id_param: str) -> Answer:
+    """workloadIdentityPools.create and providers.create: the new one ACTIVE, in a done
+    operation under it; a provider needs its pool."""
+
+    def answer(standin: StandIn, call: Call) -> Reply:
+        parent = pool_name(standin, call).rsplit("/", 1)[0]
+        if "/workloadIdentityPools/" in parent and standin.resource("iam", parent) is None:
+            raise not_found(parent)
+        name = f"{pool_name(standin, call)}/{call.query[id_param]}"
+        resource = {**call.body, "name": name, "state": "ACTIVE"}
+        standin.create("iam", name, resource)
+        return Reply(HTTPStatus.OK, pool_operation(standin, name, resource))
+
+    return answer
+
+
+def undelete_pool(standin: StandIn, call: Call) -> Reply:
+    """workloadIdentityPools.undelete and providers.undelete: DELETED becomes ACTIVE."""
+    name = pool_name(standin, call)
+    found = standin.resource("iam", name)
+    if found is None:
+        raise not_found(name)
+    if found.get("state") != "DELETED":
+        raise ApiError(HTTPStatus.BAD_REQUEST, "FAILED_PRECONDITION", f"{name} is not deleted")
+    found["state"] = "ACTIVE"
+    return Reply(HTTPStatus.OK, pool_operation(standin, name, found))
+
+
+def pool_operation(standin: StandIn, name: str, resource: dict) -> dict:
+    """The finished operation of a change to a pool or provider, kept under it."""
+    kind = "WorkloadIdentityPoolProvider" if "/providers/" in name else "WorkloadIdentityPool"
+    response = {"@type": type_url(f"google.iam.v1.{kind}"), **resource}
+    return standin.done_operation("iam", f"{name}/operations/{standin.new_id()}", response)
+
+
 # --- cloudbuild: the account builds run as ---
 
 
@@ -674,10 +767,51 @@ def patch_gateway(standin: StandIn, call: Call) -> Reply:
     return location_operation(standin, call, updated, "update")
 
 
+# --- cloudbilling and billingbudgets: the project's billing account and its budgets ---
+
+
+def billing_account_of(standin: StandIn, call: Call) -> dict:
+    """The billing account a budget path is under; one the caller cannot see is refused."""
+    name = f"billingAccounts/{call.params['billingAccountsId']}"
+    found = standin.resource("cloudbilling", name)
+    if found is None:
+        raise ApiError(HTTPStatus.FORBIDDEN, "PERMISSION_DENIED", f"Permission denied on {name}")
+    return found
+
+
+def list_budgets(standin: StandIn, call: Call) -> Reply:
+    """budgets.list: every budget of the account (gcloud filters by display name itself)."""
+    prefix = f"{billing_account_of(standin, call)['name']}/budgets/"
+    budgets = [
+        budget
+        for name, budget in standin.resources.get("billingbudgets", {}).items()
+        if name.startswith(prefix)
+    ]
+    return Reply(HTTPStatus.OK, {"budgets": budgets} if budgets else {})
+
+
+def create_budget(standin: StandIn, call: Call) -> Reply:
+    """budgets.create: refuse a currency other than the account's, as Google does."""
+    account = billing_account_of(standin, call)
+    currency = call.body.get("amount", {}).get("specifiedAmount", {}).get("currencyCode")
+    if currency not in (None, account["currencyCode"]):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Budget currency code must match the currency code of the billing account.",
+        )
+    name = f"{account['name']}/budgets/{standin.new_id()}"
+    budget = {**call.body, "name": name, "etag": standin.new_id()}
+    return Reply(HTTPStatus.OK, standin.create("billingbudgets", name, budget))
+
+
 LOCATION = "projects/{projectsId}/locations/{locationsId}"
 FUNCTION = f"{LOCATION}/functions/{{functionsId}}"
 DATABASE = "projects/{projectsId}/databases/{databasesId}"
 FIELD = f"{DATABASE}/collectionGroups/{{collectionGroupsId}}/fields"
+ACCOUNT = "projects/{projectsId}/serviceAccounts/{serviceAccountsId}"
+POOL = f"{LOCATION}/workloadIdentityPools/{{workloadIdentityPoolsId}}"
+PROVIDER = f"{POOL}/providers/{{providersId}}"
 
 ROUTES: dict[str, list[Route]] = {
     "oauth2": [Route("oauth2.token", "POST", "token", issue_token)],
@@ -751,6 +885,61 @@ ROUTES: dict[str, list[Route]] = {
             "v1/projects/{projectsId}/serviceAccounts",
             create_service_account,
         ),
+        Route(
+            "iam.projects.serviceAccounts.getIamPolicy",
+            "POST",
+            f"v1/{ACCOUNT}:getIamPolicy",
+            get_policy,
+        ),
+        Route(
+            "iam.projects.serviceAccounts.setIamPolicy",
+            "POST",
+            f"v1/{ACCOUNT}:setIamPolicy",
+            set_policy,
+        ),
+        Route("iam.projects.locations.workloadIdentityPools.get", "GET", f"v1/{POOL}", get_pool),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.create",
+            "POST",
+            f"v1/{LOCATION}/workloadIdentityPools",
+            create_pool("workloadIdentityPoolId"),
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.undelete",
+            "POST",
+            f"v1/{POOL}:undelete",
+            undelete_pool,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.operations.get",
+            "GET",
+            f"v1/{POOL}/operations/{{operationsId}}",
+            get_operation,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.get",
+            "GET",
+            f"v1/{PROVIDER}",
+            get_pool,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.create",
+            "POST",
+            f"v1/{POOL}/providers",
+            create_pool("workloadIdentityPoolProviderId"),
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.undelete",
+            "POST",
+            f"v1/{PROVIDER}:undelete",
+            undelete_pool,
+        ),
+        Route(
+            "iam.projects.locations.workloadIdentityPools.providers.operations.get",
+            "GET",
+            f"v1/{PROVIDER}/operations/{{operationsId}}",
+            get_operation,
+        ),
     ],
     "cloudbuild": [
         Route(
@@ -793,6 +982,34 @@ ROUTES: dict[str, list[Route]] = {
             "GET",
             f"v2/{LOCATION}/operations/{{operationsId}}",
             get_operation,
+        ),
+    ],
+    "cloudbilling": [
+        Route(
+            "cloudbilling.projects.getBillingInfo",
+            "GET",
+            "v1/projects/{projectsId}/billingInfo",
+            get_resource,
+        ),
+        Route(
+            "cloudbilling.billingAccounts.get",
+            "GET",
+            "v1/billingAccounts/{billingAccountsId}",
+            get_resource,
+        ),
+    ],
+    "billingbudgets": [
+        Route(
+            "billingbudgets.billingAccounts.budgets.list",
+            "GET",
+            "v1/billingAccounts/{billingAccountsId}/budgets",
+            list_budgets,
+        ),
+        Route(
+            "billingbudgets.billingAccounts.budgets.create",
+            "POST",
+            "v1/billingAccounts/{billingAccountsId}/budgets",
+            create_budget,
         ),
     ],
     # A 2nd gen function is served by a Cloud Run service; its invoker policy lives there.
@@ -867,14 +1084,31 @@ class ProxyRequestHandler(BaseHTTPRequestHandler):
     """Reads gcloud's proxied requests (absolute URLs) and writes the stand-in's JSON answers."""
 
     protocol_version = "HTTP/1.1"
+    tls: ssl.SSLContext | None = None  # set by StandIn.start
 
     def answer(self, call: Call) -> Reply:
         """The stand-in's answer; set by StandIn.start."""
         raise NotImplementedError
 
     def do_CONNECT(self) -> None:
-        """An https request, headed for the real Google: refuse it (and record it)."""
-        self._send(self.answer(Call("CONNECT", self.path, "", {})), close=True)
+        """A tunnel for https: for a TLS_ONLY API's host, end TLS here and serve the requests
+        inside it; anything else is headed for the real Google, so refuse it (and record it)."""
+        connect = Call("CONNECT", self.path, "", {})
+        if self.tls is None or connect.api not in TLS_ONLY or not self.path.endswith(":443"):
+            self._send(self.answer(connect), close=True)
+            return
+        self.send_response(HTTPStatus.OK, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        # The next requests on this connection come through the tunnel, over TLS.
+        try:
+            self.connection = self.tls.wrap_socket(self.connection, server_side=True)
+        except ssl.SSLError:  # a client that does not trust the stand-in's CA hangs up
+            self.close_connection = True
+            return
+        self.rfile = self.connection.makefile("rb")
+        self.wfile = self.connection.makefile("wb")
+        self.close_connection = False  # even after an HTTP/1.0 CONNECT, as http.client sends
 
     def _handle(self) -> None:
         url = urlsplit(self.path)

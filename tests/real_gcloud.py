@@ -5,6 +5,10 @@ own (CLOUDSDK_CONFIG in a temporary folder) in which
 - the stand-in is gcloud's HTTP proxy, and every API the stand-in knows is overridden to plain
   http on its own host (`api_endpoint_overrides/firestore = http://firestore.googleapis.com/`);
   an https request or an API without an override shows up as unanswered and fails the run;
+- an API gcloud cannot override (cloud_standin.TLS_ONLY: billingbudgets) goes over https to its
+  real host through the proxy as a CONNECT; the stand-in ends TLS with a certificate from a
+  throwaway CA made here, which gcloud trusts through core/custom_ca_certs_file (and nothing
+  else does);
 - a throwaway service-account key made here, whose token_uri is the stand-in's, is activated
   with `gcloud auth activate-service-account`, so `gcloud auth list` shows a real account;
 - prompts, usage reporting, update checks and the GCE metadata probe are off.
@@ -16,25 +20,32 @@ command line and then execs the real binary, so a test can compare what ran with
 from __future__ import annotations
 
 import configparser
+import datetime
 import functools
 import json
 import os
+import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cloud_standin import ROUTES, Call, StandIn
+from cloud_standin import ROUTES, TLS_ONLY, Call, StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 GCLOUD = shutil.which("gcloud")
 SYSTEM_PATH = os.environ["PATH"]
 TOKEN_URI = "http://oauth2.googleapis.com/token"
+# The only gcloud commands allowed before every check has passed: they send nothing to Google.
+READ_ONLY_CHECKS = {("auth", "list"), ("config", "get-value")}
 RECORDER = '''#!{python} -I
 """Write down this gcloud command line, then run the real gcloud with it."""
 import json, os, sys
@@ -123,7 +134,8 @@ class Cloud:
     ) -> None:
         self.home = home
         self.project = project
-        self.standin = StandIn(project)
+        self.ca_file = home / "standin-ca.pem"
+        self.standin = StandIn(project, tls=tls_context(self.ca_file))
         self.port = self.standin.start()
         self.config = home / "gcloud-config"
         self.command_log = home / "gcloud-commands.jsonl"
@@ -140,6 +152,7 @@ class Cloud:
             "disable_usage_reporting": "true",
             "check_gce_metadata": "false",
             "http_timeout": "20",
+            "custom_ca_certs_file": str(self.ca_file),
         }
         if project:
             properties["core"]["project"] = project
@@ -147,7 +160,9 @@ class Cloud:
         properties["survey"] = {"disable_prompts": "true"}
         properties["proxy"] = {"type": "http", "address": "127.0.0.1", "port": str(self.port)}
         properties["api_endpoint_overrides"] = {
-            api: f"http://{api}.googleapis.com/" for api in ROUTES if api != "oauth2"
+            api: f"http://{api}.googleapis.com/"
+            for api in ROUTES
+            if api != "oauth2" and api not in TLS_ONLY
         }
         (self.config / "configurations").mkdir(parents=True)
         (self.config / "active_config").write_text("default")
@@ -240,3 +255,95 @@ class Cloud:
     def close(self) -> None:
         """Stop the stand-in."""
         self.standin.stop()
+
+
+def tls_context(ca_file: Path) -> ssl.SSLContext:
+    """A server context for the TLS_ONLY APIs' hosts, signed by a throwaway CA written to
+    ca_file: only a client told to trust that file accepts it."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloud stand-in test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    hosts = [f"{api}.googleapis.com" for api in sorted(TLS_ONLY)]
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host) for host in hosts]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = ca_file.with_name("standin-server.pem")
+    chain.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + leaf.public_bytes(serialization.Encoding.PEM)
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return context
+
+
+def command(call: list[str]) -> str:
+    """A command's words before its flags, e.g. "functions deploy visits"."""
+    return " ".join(word for word in call if not word.startswith("-"))
+
+
+def flags(call: list[str]) -> dict[str, str]:
+    """A command's --name=value flags; bare --name flags map to ""."""
+    return dict(arg[2:].partition("=")[::2] for arg in call if arg.startswith("--"))
+
+
+def after_checks(commands: list[list[str]]) -> list[list[str]]:
+    """The commands besides the read-only checks made before anything else."""
+    return [call for call in commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+
+
+def plan(stdout: str) -> list[list[str]]:
+    """The gcloud commands a dry run printed, split as the shell would."""
+    lines = [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
+    return [line for line in lines if line[0] == "gcloud"]
+
+
+def succeeded(run: Run) -> Run:
+    """The run, after checking that deploy.sh exited 0."""
+    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
+    return run

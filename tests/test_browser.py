@@ -38,10 +38,12 @@ from counter import config, days, store
 from counter.counts import COUNT
 from scripts.emulator import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium by default; CHROMIUM_PATH names another Chromium build.
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium")
 if not CHROMIUM.exists():
     _missing = (
-        f"Chromium not found at {CHROMIUM}; apt-get install chromium to run the browser tests"
+        f"Chromium not found at {CHROMIUM}; apt-get install chromium (or set CHROMIUM_PATH) "
+        "to run the browser tests"
     )
     if os.environ.get("CI"):
         pytest.fail(_missing, pytrace=False)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 
 import pytest
 import requests
 
-from cloud_standin import ROUTES, Route, StandIn
-from real_gcloud import GCLOUD, sdk
+from cloud_standin import BILLING_ACCOUNT, ROUTES, Route, StandIn
+from real_gcloud import GCLOUD, sdk, tls_context
 
 PROJECT = "standin-project"
 # oauth2's token endpoint is no discovery API: gcloud has no generated client for it.
@@ -95,6 +96,48 @@ def test_https_headed_for_google_is_refused_and_kept(standin: StandIn) -> None:
         requests.get("https://oauth2.googleapis.com/token", proxies=through(standin), timeout=10)
 
     assert [str(call) for call in standin.unanswered] == ["CONNECT oauth2.googleapis.com:443/"]
+
+
+@pytest.fixture
+def tls_standin(tmp_path: Path) -> Iterator[tuple[StandIn, Path]]:
+    """A stand-in that ends TLS for billingbudgets, and the throwaway CA that signed it."""
+    ca_file = tmp_path / "ca.pem"
+    server = StandIn(PROJECT, tls=tls_context(ca_file))
+    server.start()
+    yield server, ca_file
+    server.stop()
+
+
+def test_https_to_an_api_without_override_is_served_to_who_trusts_its_ca(
+    tls_standin: tuple[StandIn, Path],
+) -> None:
+    standin, ca_file = tls_standin
+    url = f"https://billingbudgets.googleapis.com/v1/{BILLING_ACCOUNT}/budgets"
+
+    answer = requests.get(url, proxies=through(standin), verify=str(ca_file), timeout=10)
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(url, proxies=through(standin), timeout=10)  # the system's CAs: refused
+
+    assert answer.status_code == 200
+    assert [call.method_id for call in standin.calls] == [
+        "billingbudgets.billingAccounts.budgets.list"
+    ]
+
+
+def test_https_to_other_hosts_is_refused_even_with_tls(tls_standin: tuple[StandIn, Path]) -> None:
+    standin, ca_file = tls_standin
+
+    with pytest.raises(requests.exceptions.ProxyError):
+        requests.get(
+            "https://cloudbilling.googleapis.com/v1/billingAccounts",
+            proxies=through(standin),
+            verify=str(ca_file),
+            timeout=10,
+        )
+
+    assert [str(call) for call in standin.unanswered] == [
+        "CONNECT cloudbilling.googleapis.com:443/"
+    ]
 
 
 def test_stale_policy_write_is_aborted(standin: StandIn) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,11 +20,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloud_standin import COMPUTE_ACCOUNT, OWNER
+from cloud_standin import BILLING_ACCOUNT, BILLING_CURRENCY, COMPUTE_ACCOUNT, OWNER
 from conftest import SITE
 from counter import unique
 from counter.config import Settings
-from real_gcloud import GCLOUD, Cloud, Run
+from real_gcloud import (
+    GCLOUD,
+    READ_ONLY_CHECKS,
+    Cloud,
+    Run,
+    after_checks,
+    command,
+    flags,
+    plan,
+    succeeded,
+)
 from scripts.emulator import free_port
 from test_upload_set import function_source
 
@@ -35,8 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "counter-project"
 ORIGINS = f"{SITE},https://www.{SITE.removeprefix('https://')}"
 SERVICE_ACCOUNT = f"visit-counter@{PROJECT}.iam.gserviceaccount.com"
-# The only gcloud commands allowed before every check has passed: they send nothing to Google.
-READ_ONLY_CHECKS = {("auth", "list"), ("config", "get-value")}
 # What deploy.sh needs besides gcloud, for runs on a PATH that holds no gcloud.
 TOOLS = ("bash", "env", "dirname", "mktemp", "rm", "awk", "sed", "date", "grep", "cat", "sleep")
 # The second project: every setting changed, the project taken from gcloud's config, --gateway.
@@ -52,6 +59,9 @@ CUSTOM_SETTINGS = {
     "DATASTORE_DATABASE": "visits",
     "FIRESTORE_LOCATION": "eur3",
 }
+# The function's settings that a deployment turns on unless they are set.
+DEPLOYED_DEFAULTS = {"UNIQUE_WINDOW_SECONDS": "1800", "DAILY_WRITE_LIMIT": "10000"}
+BUDGET = "25"
 
 
 class RecordingEnv(dict[str, str]):
@@ -89,6 +99,9 @@ def function_settings() -> dict[str, str]:
         del values[name]
     values["DATASTORE_DATABASE"] = CUSTOM_SETTINGS["DATASTORE_DATABASE"]
     values["ALLOWED_PAGES"] = "/,/blog/*"
+    # A deployment's defaults given other values, 0 (off) among them.
+    values["UNIQUE_WINDOW_SECONDS"] = "0"
+    values["DAILY_WRITE_LIMIT"] = "500"
     return values
 
 
@@ -106,12 +119,6 @@ def new_cloud(clouds: list[Cloud], home: Path, project: str = PROJECT, **options
     cloud = Cloud(home, project, **options)
     clouds.append(cloud)
     return cloud
-
-
-def succeeded(run: Run) -> Run:
-    """The run, after checking that deploy.sh exited 0."""
-    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +145,13 @@ def custom_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) 
 
 
 def deploy_custom_twice(cloud: Cloud) -> tuple[Run, Run]:
-    """A --gateway deploy with every setting changed and GOOGLE_CLOUD_PROJECT unset; then the
-    same again with --project given and another project in the environment."""
+    """A --gateway --budget deploy with every setting changed and GOOGLE_CLOUD_PROJECT unset; then
+    the same again with --project given and another project in the environment."""
     settings = {"ALLOWED_ORIGINS": ORIGINS, **CUSTOM_SETTINGS, **function_settings()}
-    first = cloud.deploy("--gateway", GOOGLE_CLOUD_PROJECT=None, **settings)
+    first = cloud.deploy("--gateway", f"--budget={BUDGET}", GOOGLE_CLOUD_PROJECT=None, **settings)
     again = cloud.deploy(
         "--gateway",
+        f"--budget={BUDGET}",
         f"--project={CUSTOM_PROJECT}",
         GOOGLE_CLOUD_PROJECT="someone-elses-project",
         **settings,
@@ -152,13 +160,26 @@ def deploy_custom_twice(cloud: Cloud) -> tuple[Run, Run]:
 
 
 @pytest.fixture(scope="module")
-def full_deploys(default_cloud: Cloud, custom_cloud: Cloud) -> Iterator[dict[str, Future]]:
+def unbilled_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) -> Cloud:
+    """A project linked to no billing account."""
+    cloud = new_cloud(clouds, tmp_path_factory.mktemp("unbilled"))
+    cloud.standin.link_billing(None)
+    return cloud
+
+
+@pytest.fixture(scope="module")
+def full_deploys(
+    default_cloud: Cloud, custom_cloud: Cloud, unbilled_cloud: Cloud
+) -> Iterator[dict[str, Future]]:
     """The module's full deploys, started together in the background as the first test needs
-    one: the two projects are independent, and each run is mostly gcloud starting up."""
+    one: the projects are independent, and each run is mostly gcloud starting up."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {
             "default": pool.submit(default_cloud.deploy, "--smoke", ALLOWED_ORIGINS=ORIGINS),
             "custom": pool.submit(deploy_custom_twice, custom_cloud),
+            "unbilled": pool.submit(
+                unbilled_cloud.deploy, f"--budget={BUDGET}", ALLOWED_ORIGINS=ORIGINS
+            ),
         }
 
 
@@ -193,22 +214,6 @@ def empty_project(idle_cloud: Cloud) -> Cloud:
     return idle_cloud
 
 
-def command(call: list[str]) -> str:
-    """A command's words before its flags, e.g. "functions deploy visits"."""
-    return " ".join(word for word in call if not word.startswith("-"))
-
-
-def flags(call: list[str]) -> dict[str, str]:
-    """A command's --name=value flags; bare --name flags map to ""."""
-    return dict(arg[2:].partition("=")[::2] for arg in call if arg.startswith("--"))
-
-
-def plan(stdout: str) -> list[list[str]]:
-    """The gcloud commands a dry run printed, split as the shell would."""
-    lines = [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
-    return [line for line in lines if line[0] == "gcloud"]
-
-
 # --- what Google receives from a first deploy ---
 
 
@@ -234,8 +239,15 @@ def test_function_is_created_as_specified(deployed: Run) -> None:
         "maxInstanceCount": 3,
         "maxInstanceRequestConcurrency": 1,
         "serviceAccountEmail": SERVICE_ACCOUNT,
-        "environmentVariables": {"GOOGLE_CLOUD_PROJECT": PROJECT, "ALLOWED_ORIGINS": ORIGINS},
+        "environmentVariables": {
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "ALLOWED_ORIGINS": ORIGINS,
+            **DEPLOYED_DEFAULTS,
+        },
     }
+    # Values the function accepts: it would refuse to start otherwise.
+    settings = Settings.from_env(create.body["serviceConfig"]["environmentVariables"])
+    assert (settings.unique_window_seconds, settings.daily_write_limit) == (1800, 10_000)
     assert "eventTrigger" not in create.body  # an HTTP function
 
 
@@ -325,7 +337,7 @@ def test_deploy_smoke_flag_checks_the_deployed_url(deployed: Run, live_server: s
 def test_dry_run_plan_is_what_a_real_run_does(idle_cloud: Cloud, deployed: Run) -> None:
     dry_run = idle_cloud.deploy("--dry-run", "--smoke", ALLOWED_ORIGINS=ORIGINS)
 
-    done = [call for call in deployed.commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
+    done = after_checks(deployed.commands)
     assert plan(dry_run.result.stdout) == [["gcloud", *call] for call in done]
     assert (dry_run.commands, dry_run.calls) == ([], [])
 
@@ -392,6 +404,11 @@ def test_lookup_error_other_than_not_found_stops_the_deploy(
             {"ALLOWED_PAGES": "/a;b"}, (), "must not contain ';'", id="delimiter-in-a-setting"
         ),
         pytest.param({}, ("--bogus",), "--help", id="unknown-argument"),
+        pytest.param({}, ("--budget=0",), "--budget needs an amount", id="budget-zero"),
+        pytest.param({}, ("--budget=ten",), "--budget needs an amount", id="budget-not-a-number"),
+        pytest.param(
+            {}, ("--budget=5", "--deploy-only"), "set the budget with a full run", id="budget-ci"
+        ),
     ],
 )
 def test_failed_check_stops_before_anything_is_sent(
@@ -475,6 +492,7 @@ def test_help_documents_every_setting(idle_cloud: Cloud) -> None:
         "--dry-run",
         "--gateway",
         "--smoke",
+        "--budget",
     }
     documented = set(re.findall(r"[A-Z][A-Z_]+[A-Z]|--[a-z-]+", run.result.stdout))
     assert deploy_settings | settings_the_function_reads() <= documented
@@ -579,9 +597,14 @@ def test_second_run_changes_no_access(custom_cloud: Cloud, custom: Run, custom_a
 
 
 def test_project_flag_wins_over_the_environment(custom_again: Run) -> None:
-    commands = [call for call in custom_again.commands if tuple(call[:2]) not in READ_ONLY_CHECKS]
-    # add-iam-policy-binding takes the project as its argument, every other command as --project.
-    projects = {flags(call).get("project", call[2]) for call in commands}
+    commands = after_checks(custom_again.commands)
+    # add-iam-policy-binding and billing projects take the project as their argument, every other
+    # command as --project, but for budgets, which belong to the billing account.
+    projects = {
+        flags(call).get("project", call[3] if call[0] == "billing" else call[2])
+        for call in commands
+        if call[:2] != ["billing", "accounts"] and call[:2] != ["billing", "budgets"]
+    }
 
     assert projects == {CUSTOM_PROJECT}
     # The stand-in refuses any other project with 403, which would have stopped the run.
@@ -634,3 +657,76 @@ def test_smoke_fails_on_an_unexpected_status(
 
     assert result.returncode != 0
     assert failed in result.stdout
+
+
+# --- --budget ---
+
+
+def test_budget_alerts_on_this_projects_spend(custom: Run) -> None:
+    [enable] = custom.requests("serviceusage.services.batchEnable")
+    assert {"cloudbilling.googleapis.com", "billingbudgets.googleapis.com"} <= set(
+        enable.body["serviceIds"]
+    )
+    [create] = custom.requests("billingbudgets.billingAccounts.budgets.create")
+
+    # gcloud has no endpoint override for this API: it went over https to its real host.
+    assert create.host == "billingbudgets.googleapis.com"
+    assert create.path == f"v1/{BILLING_ACCOUNT}/budgets"
+    assert create.body == {
+        "displayName": f"Visit counter ({CUSTOM_PROJECT})",
+        # The billing account's currency, which is not gcloud's default.
+        "amount": {
+            "specifiedAmount": {"currencyCode": BILLING_CURRENCY, "units": BUDGET, "nanos": 0}
+        },
+        "budgetFilter": {"projects": [f"projects/{CUSTOM_PROJECT}"]},
+        "thresholdRules": [
+            {"thresholdPercent": 0.5},
+            {"thresholdPercent": 0.9},
+            {"thresholdPercent": 1.0},
+        ],
+        "notificationsRule": {"disableDefaultIamRecipients": False},
+    }
+    assert f'Budget "Visit counter ({CUSTOM_PROJECT})": {BUDGET} {BILLING_CURRENCY} a month' in (
+        custom.result.stdout
+    )
+
+
+def test_budget_is_created_once(custom_again: Run) -> None:
+    assert custom_again.requests("billingbudgets.billingAccounts.budgets.create") == []
+    [listed] = custom_again.requests("billingbudgets.billingAccounts.budgets.list")
+    assert listed.status == 200
+    assert f'Budget "Visit counter ({CUSTOM_PROJECT})" exists already' in custom_again.result.stdout
+
+
+def test_budget_without_a_billing_account_says_so_and_deploys(
+    full_deploys: dict[str, Future],
+) -> None:
+    run = succeeded(full_deploys["unbilled"].result())
+
+    assert f"No budget: project {PROJECT} has no billing account" in run.result.stdout
+    assert [call.method_id for call in run.api_calls if "billing" in call.api] == [
+        "cloudbilling.projects.getBillingInfo"
+    ]
+    assert run.requests("cloudfunctions.projects.locations.functions.create")
+    assert "Function URL: " in run.result.stdout
+
+
+def test_dry_run_plans_the_budget_a_real_run_makes(idle_cloud: Cloud, custom: Run) -> None:
+    dry_run = idle_cloud.deploy(
+        f"--budget={BUDGET}", "--dry-run", f"--project={CUSTOM_PROJECT}", ALLOWED_ORIGINS=ORIGINS
+    )
+
+    assert dry_run.result.returncode == 0, dry_run.result.stderr
+    # A dry run cannot know the billing account or its currency; it shows where they go.
+    stdout = dry_run.result.stdout.replace(
+        "BILLING_ACCOUNT_ID", BILLING_ACCOUNT.removeprefix("billingAccounts/")
+    ).replace(f"{BUDGET}CURRENCY", f"{BUDGET}{BILLING_CURRENCY}")
+    planned = [call for call in plan(stdout) if call[1] == "billing"]
+    assert planned == [["gcloud", *call] for call in custom.commands if call[0] == "billing"]
+    assert [command(call[1:]) for call in planned] == [
+        f"billing projects describe {CUSTOM_PROJECT}",
+        "billing accounts describe 01A2B3-C4D5E6-F7A8B9",
+        "billing budgets list",
+        "billing budgets create",
+    ]
+    assert (dry_run.commands, dry_run.calls) == ([], [])

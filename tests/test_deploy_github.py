@@ -1,0 +1,492 @@
+"""deploy.sh's part in deploying from GitHub Actions, run with the real gcloud against the stand-in.
+
+`--github=OWNER/REPO` sets up keyless deploys once; `--deploy-only` is what the Deploy workflow
+runs as the deployer it set up. The runs are shared by module fixtures, two chains at once, as
+in test_deploy.py: each gcloud command takes about half a second to start.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cloud_standin import OWNER, PROJECT_NUMBER
+from real_gcloud import GCLOUD, Cloud, Run, after_checks, command, flags, plan, succeeded
+
+pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed")
+
+PROJECT = "counter-project"
+ORIGINS = "https://me.example,https://www.me.example"
+REPO = "you/your-site"
+POOL = f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/github"
+PROVIDER = f"{POOL}/providers/visit-counter"
+OWN_PROVIDER = f"{POOL}/providers/your-site"  # a second repository's, by WIF_PROVIDER
+DEPLOYER = f"visit-counter-deployer@{PROJECT}.iam.gserviceaccount.com"
+RUNTIME = f"visit-counter@{PROJECT}.iam.gserviceaccount.com"
+CONDITION = 'assertion.repository == "you/your-site" && assertion.ref == "refs/heads/main"'
+PRINCIPAL_SET = f"principalSet://iam.googleapis.com/{POOL}/attribute.repository/{REPO}"
+FUNCTION_URL = "https://visits-standin-uc.a.run.app"  # what the stand-in reports by default
+# What roles/cloudfunctions.developer lets the deployer do (with actAs on the runtime account).
+DEPLOYER_MAY = {"functions describe", "functions deploy"}
+# The requests that set up GitHub's access, in the order a first run sends them.
+GITHUB_SETUP = [
+    "cloudresourcemanager.projects.get",
+    "iam.projects.locations.workloadIdentityPools.get",
+    "iam.projects.locations.workloadIdentityPools.create",
+    "iam.projects.locations.workloadIdentityPools.providers.get",
+    "iam.projects.locations.workloadIdentityPools.providers.create",
+    "iam.projects.serviceAccounts.get",
+    "iam.projects.serviceAccounts.create",
+    "cloudresourcemanager.projects.getIamPolicy",
+    "cloudresourcemanager.projects.setIamPolicy",
+    "iam.projects.serviceAccounts.getIamPolicy",
+    "iam.projects.serviceAccounts.setIamPolicy",
+    "iam.projects.serviceAccounts.getIamPolicy",
+    "iam.projects.serviceAccounts.setIamPolicy",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A deploy.sh run and the project as it left it."""
+
+    run: Run
+    iam: dict[str, dict]  # iam's resources: accounts, pools, providers
+    policies: dict[str, dict[str, dict]]
+
+    def bindings(self, api: str, name: str) -> list[dict]:
+        """The bindings of one resource's IAM policy after the run."""
+        return self.policies.get(api, {}).get(name, {}).get("bindings", [])
+
+
+def step(cloud: Cloud, *args: str, **env: str | None) -> Step:
+    """Run deploy.sh and keep the project's state right after."""
+    run = cloud.deploy(*args, **{"ALLOWED_ORIGINS": ORIGINS, **env})
+    state = cloud.standin
+    return Step(run, copy.deepcopy(state.resources.get("iam", {})), copy.deepcopy(state.policies))
+
+
+def set_up_and_deploy_from_github(cloud: Cloud, output: Path) -> dict[str, Step]:
+    """The owner's --github run twice, then the workflow's --deploy-only."""
+    steps = {"first": step(cloud, f"--github={REPO}")}
+    steps["second"] = step(cloud, f"--github={REPO}")
+    output.write_text("earlier=kept\n")
+    steps["deploy_only"] = step(cloud, "--deploy-only", GITHUB_OUTPUT=str(output))
+    return steps
+
+
+def add_provider_for(cloud: Cloud, repo: str) -> None:
+    """A pool and a provider that an earlier --github run made for another repository."""
+    condition = CONDITION.replace(REPO, repo)
+    cloud.standin.store("iam", POOL, {"name": POOL, "state": "ACTIVE"})
+    cloud.standin.store(
+        "iam", PROVIDER, {"name": PROVIDER, "state": "ACTIVE", "attributeCondition": condition}
+    )
+
+
+def another_repository_then_another_provider(cloud: Cloud) -> dict[str, Step]:
+    """--github for a repository whose provider name is taken by another, then with its own
+    provider name; then once more after that pool and provider were deleted in the console."""
+    add_provider_for(cloud, "you/old-site")
+    steps = {"refused": step(cloud, f"--github={REPO}")}
+    steps["own_provider"] = step(cloud, f"--github={REPO}", WIF_PROVIDER="your-site")
+    for name in (POOL, OWN_PROVIDER):
+        cloud.standin.resource("iam", name)["state"] = "DELETED"
+    steps["restored"] = step(cloud, f"--github={REPO}", WIF_PROVIDER="your-site")
+    return steps
+
+
+@pytest.fixture(scope="module")
+def clouds() -> Iterator[list[Cloud]]:
+    """Every stand-in this module starts, stopped at its end."""
+    started: list[Cloud] = []
+    yield started
+    for cloud in started:
+        cloud.close()
+
+
+def new_cloud(clouds: list[Cloud], home: Path, **options) -> Cloud:
+    """A fresh project on its own stand-in, with its own gcloud configuration."""
+    cloud = Cloud(home, PROJECT, **options)
+    clouds.append(cloud)
+    return cloud
+
+
+@pytest.fixture(scope="module")
+def github_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file GitHub Actions names in $GITHUB_OUTPUT for the --deploy-only run."""
+    return tmp_path_factory.mktemp("actions") / "github-output"
+
+
+@pytest.fixture(scope="module")
+def chains(
+    clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory, github_output: Path
+) -> Iterator[dict[str, Future]]:
+    """The module's runs, two independent projects at once in the background."""
+    github = new_cloud(clouds, tmp_path_factory.mktemp("github"))
+    taken = new_cloud(clouds, tmp_path_factory.mktemp("taken"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "github": pool.submit(set_up_and_deploy_from_github, github, github_output),
+            "taken": pool.submit(another_repository_then_another_provider, taken),
+        }
+
+
+@pytest.fixture(scope="module")
+def github(chains: dict[str, Future]) -> dict[str, Step]:
+    """The --github project's steps."""
+    return chains["github"].result()
+
+
+@pytest.fixture(scope="module")
+def first(github: dict[str, Step]) -> Step:
+    """The owner's first run with --github, into an empty project."""
+    succeeded(github["first"].run)
+    return github["first"]
+
+
+@pytest.fixture(scope="module")
+def second(github: dict[str, Step]) -> Step:
+    """The same run again, into the project the first one set up."""
+    succeeded(github["second"].run)
+    return github["second"]
+
+
+@pytest.fixture(scope="module")
+def taken(chains: dict[str, Future]) -> dict[str, Step]:
+    """The project whose provider admits another repository."""
+    return chains["taken"].result()
+
+
+@pytest.fixture(scope="module")
+def idle_cloud(clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory) -> Cloud:
+    """A logged-in empty project for runs that stop early or only print."""
+    return new_cloud(clouds, tmp_path_factory.mktemp("idle"))
+
+
+# --- what Google receives from --github ---
+
+
+def test_github_sets_up_pool_provider_and_deployer_in_order(first: Step) -> None:
+    ids = [call.method_id for call in first.run.api_calls]
+    start = ids.index("cloudresourcemanager.projects.get")  # the project's number comes first
+    # All of it before the function is deployed, so a refusal stops the run before that.
+    end = ids.index("cloudfunctions.projects.locations.functions.get")
+
+    assert ids[start:end] == GITHUB_SETUP
+    assert [command(call) for call in first.run.commands if "workload-identity-pools" in call] == [
+        "iam workload-identity-pools describe github",
+        "iam workload-identity-pools create github",
+        "iam workload-identity-pools providers describe visit-counter",
+        "iam workload-identity-pools providers create-oidc visit-counter",
+    ]
+
+
+def test_provider_admits_only_the_repositorys_main_branch(first: Step) -> None:
+    [create] = first.run.requests("iam.projects.locations.workloadIdentityPools.providers.create")
+
+    assert (
+        create.path
+        == f"v1/projects/{PROJECT}/locations/global/workloadIdentityPools/github/providers"
+    )
+    assert create.query == {"workloadIdentityPoolProviderId": "visit-counter"}
+    assert create.body == {
+        "attributeCondition": CONDITION,
+        "attributeMapping": {
+            "google.subject": "assertion.sub",
+            "attribute.repository": "assertion.repository",
+            "attribute.ref": "assertion.ref",
+        },
+        "oidc": {"issuerUri": "https://token.actions.githubusercontent.com"},
+        "displayName": "GitHub Actions deploys",
+        "description": f"Pushes to main of {REPO} deploy visits",
+        "disabled": False,
+    }
+    assert first.iam[PROVIDER]["state"] == "ACTIVE"
+
+
+def test_pool_is_global_and_apis_for_token_exchange_are_enabled(first: Step) -> None:
+    [pool] = first.run.requests("iam.projects.locations.workloadIdentityPools.create")
+    assert pool.path == f"v1/projects/{PROJECT}/locations/global/workloadIdentityPools"
+    assert pool.query == {"workloadIdentityPoolId": "github"}
+    assert pool.body == {"displayName": "GitHub Actions", "disabled": False}
+    [enable] = first.run.requests("serviceusage.services.batchEnable")
+    assert {
+        "sts.googleapis.com",
+        "iamcredentials.googleapis.com",
+        "cloudresourcemanager.googleapis.com",
+    } <= set(enable.body["serviceIds"])
+
+
+def test_deployer_may_deploy_and_nothing_more(first: Step) -> None:
+    deployer = f"serviceAccount:{DEPLOYER}"
+    [account] = [
+        call
+        for call in first.run.requests("iam.projects.serviceAccounts.create")
+        if call.body["accountId"] == "visit-counter-deployer"
+    ]
+    assert account.body["serviceAccount"]["displayName"] == "GitHub deployer of visits"
+
+    assert first.bindings("cloudresourcemanager", f"projects/{PROJECT}") == [
+        {"role": "roles/owner", "members": [OWNER]},
+        {"role": "roles/datastore.user", "members": [f"serviceAccount:{RUNTIME}"]},
+        {"role": "roles/cloudfunctions.developer", "members": [deployer]},
+    ]
+    accounts = f"projects/{PROJECT}/serviceAccounts"
+    # Acting as the function's own account, on that account alone.
+    assert first.bindings("iam", f"{accounts}/{RUNTIME}") == [
+        {"role": "roles/iam.serviceAccountUser", "members": [deployer]}
+    ]
+    # Only the repository's tokens may act as the deployer.
+    assert first.bindings("iam", f"{accounts}/{DEPLOYER}") == [
+        {"role": "roles/iam.workloadIdentityUser", "members": [PRINCIPAL_SET]}
+    ]
+    written = [
+        call.path
+        for call in first.run.api_calls
+        if call.method_id == "iam.projects.serviceAccounts.setIamPolicy"
+    ]
+    assert written == [
+        f"v1/{accounts}/{RUNTIME}:setIamPolicy",
+        f"v1/{accounts}/{DEPLOYER}:setIamPolicy",
+    ]
+    roles = {flags(call).get("role") for call in first.run.commands}
+    assert not roles & {"roles/owner", "roles/editor", "roles/run.admin"}
+
+
+def test_github_second_run_creates_nothing(first: Step, second: Step) -> None:
+    assert second.run.created == []
+    assert not [call for call in second.run.calls if call.method_id.endswith(".undelete")]
+    assert second.iam == first.iam
+    bindings = {
+        name: policy["bindings"] for api in first.policies.values() for name, policy in api.items()
+    }
+    assert bindings == {
+        name: policy["bindings"] for api in second.policies.values() for name, policy in api.items()
+    }
+
+
+def test_github_dry_run_prints_the_plan_and_runs_nothing(idle_cloud: Cloud, first: Step) -> None:
+    dry_run = idle_cloud.deploy("--dry-run", f"--github={REPO}", ALLOWED_ORIGINS=ORIGINS)
+
+    assert dry_run.result.returncode == 0, dry_run.result.stderr
+    assert (dry_run.commands, dry_run.calls) == ([], [])
+    # A dry run cannot know the project's number; it shows where it goes.
+    planned = plan(dry_run.result.stdout.replace("PROJECT_NUMBER", PROJECT_NUMBER))
+    assert planned == [["gcloud", *call] for call in after_checks(first.run.commands)]
+    assert "GCP_WORKLOAD_IDENTITY_PROVIDER=projects/PROJECT_NUMBER/" in dry_run.result.stdout
+
+
+def gh_commands(stdout: str) -> list[list[str]]:
+    """The `gh variable set` commands printed, split as the shell would."""
+    lines = [line.strip() for line in stdout.splitlines()]
+    return [shlex.split(line) for line in lines if line.startswith("gh variable set ")]
+
+
+def test_github_prints_the_two_values_and_gh_commands(first: Step) -> None:
+    lines = [line.strip() for line in first.run.result.stdout.splitlines()]
+    assert f"GCP_WORKLOAD_IDENTITY_PROVIDER={PROVIDER}" in lines
+    assert f"GCP_SERVICE_ACCOUNT={DEPLOYER}" in lines
+
+    commands = gh_commands(first.run.result.stdout)
+    assert {tuple(words[:3] + words[4:7:2]) for words in commands} == {
+        ("gh", "variable", "set", "--repo", "--body")
+    }
+    assert {words[5] for words in commands} == {REPO}
+    assert {words[3]: words[7] for words in commands} == {
+        "GCP_WORKLOAD_IDENTITY_PROVIDER": PROVIDER,
+        "GCP_SERVICE_ACCOUNT": DEPLOYER,
+        "GCP_PROJECT": PROJECT,
+        "ALLOWED_ORIGINS": ORIGINS,
+    }
+    # The provider named is the one Google holds, under the project's number.
+    assert PROVIDER in first.iam
+
+
+def test_github_prints_the_settings_this_run_was_given(idle_cloud: Cloud) -> None:
+    run = idle_cloud.deploy(
+        "--dry-run",
+        f"--github={REPO}",
+        ALLOWED_ORIGINS=ORIGINS,
+        REGION="europe-west1",
+        ALLOWED_PAGES="/,/blog/*",
+        MEMORY="",
+    )
+
+    assert run.result.returncode == 0, run.result.stderr
+    printed = {words[3]: words[7] for words in gh_commands(run.result.stdout)}
+    assert printed["REGION"] == "europe-west1"
+    assert printed["ALLOWED_PAGES"] == "/,/blog/*"
+    # Defaults are left to the deploy: the workflow passes unset variables on as empty.
+    assert not {"MEMORY", "RUNTIME", "FUNCTION_NAME", "DATASTORE_DATABASE"} & set(printed)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        *[
+            (argument, "--github needs the repository as OWNER/REPO")
+            for argument in (
+                ("--github=",),
+                ("--github=you",),
+                ("--github=you/site/extra",),
+                ("--github=you/my site",),
+                ("--github",),
+            )
+        ],
+        ((f"--github={REPO}", "--deploy-only"), "use one"),
+    ],
+)
+def test_github_arguments_are_checked_before_anything_runs(
+    idle_cloud: Cloud, args: tuple[str, ...], message: str
+) -> None:
+    run = idle_cloud.deploy(*args, ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert message in run.result.stderr
+    assert (run.commands, run.calls) == ([], [])
+
+
+def test_provider_of_another_repository_is_left_untouched(taken: dict[str, Step]) -> None:
+    refused = taken["refused"]
+
+    assert refused.run.result.returncode != 0
+    assert 'admits (assertion.repository == "you/old-site"' in refused.run.result.stderr
+    assert "WIF_PROVIDER=another-name" in refused.run.result.stderr
+    assert not [call for call in refused.run.calls if call.api == "cloudfunctions"]
+    assert not [
+        call for call in refused.run.calls if "Pools" in call.method_id and call.method != "GET"
+    ]
+    assert "you/old-site" in refused.iam[PROVIDER]["attributeCondition"]
+
+
+def test_another_provider_name_serves_another_repository(taken: dict[str, Step]) -> None:
+    own = taken["own_provider"]
+    succeeded(own.run)
+    providers = {
+        name: value
+        for name, value in own.iam.items()
+        if re.fullmatch(f"{POOL}/providers/[^/]+", name)
+    }
+
+    assert set(providers) == {PROVIDER, OWN_PROVIDER}
+    assert providers[OWN_PROVIDER]["attributeCondition"] == CONDITION
+    assert "you/old-site" in providers[PROVIDER]["attributeCondition"]
+    assert f"GCP_WORKLOAD_IDENTITY_PROVIDER={POOL}/providers/your-site" in own.run.result.stdout
+
+
+def test_deleted_pool_and_provider_are_restored(taken: dict[str, Step]) -> None:
+    restored = taken["restored"]
+    succeeded(restored.run)
+
+    assert [
+        call.method_id for call in restored.run.calls if "workloadIdentityPools" in call.method_id
+    ] == [
+        "iam.projects.locations.workloadIdentityPools.get",
+        "iam.projects.locations.workloadIdentityPools.undelete",
+        "iam.projects.locations.workloadIdentityPools.providers.get",
+        "iam.projects.locations.workloadIdentityPools.providers.undelete",
+    ]
+    assert (restored.iam[POOL]["state"], restored.iam[OWN_PROVIDER]["state"]) == (
+        "ACTIVE",
+        "ACTIVE",
+    )
+    assert restored.iam[OWN_PROVIDER]["attributeCondition"] == CONDITION
+    assert restored.run.created == []
+
+
+# --- --deploy-only: what the Deploy workflow runs ---
+
+
+def test_deploy_only_changes_nothing_but_the_function(github: dict[str, Step]) -> None:
+    first, run = github["first"].run, succeeded(github["deploy_only"].run)
+
+    done = [command(call) for call in after_checks(run.commands)]
+    assert done == [
+        "functions describe visits",
+        "functions deploy visits",
+        "functions describe visits",
+    ]
+    assert {" ".join(name.split()[:2]) for name in done} <= DEPLOYER_MAY
+    [full_deploy] = [call for call in first.commands if command(call) == "functions deploy visits"]
+    [ci_deploy] = [call for call in run.commands if command(call) == "functions deploy visits"]
+    # The function stays public without asking to set its access again.
+    assert flags(full_deploy).keys() - flags(ci_deploy).keys() == {"allow-unauthenticated"}
+    assert {**flags(ci_deploy), "allow-unauthenticated": ""} == flags(full_deploy)
+    # What Google receives: a new revision of the same function, and no change to anything else.
+    [create] = first.requests("cloudfunctions.projects.locations.functions.create")
+    [patch] = run.requests("cloudfunctions.projects.locations.functions.patch")
+    assert patch.body["serviceConfig"] == create.body["serviceConfig"]
+    changes = [
+        call.method_id
+        for call in run.api_calls
+        if call.method != "GET" and not call.method_id.endswith("getIamPolicy")
+    ]
+    assert changes == [
+        "cloudfunctions.projects.locations.functions.generateUploadUrl",
+        "",  # the upload of the source to the signed URL
+        "cloudfunctions.projects.locations.functions.patch",
+    ]
+    assert run.created == []
+    assert github["deploy_only"].policies == github["second"].policies
+
+
+def test_deploy_only_needs_the_function_the_first_run_made(idle_cloud: Cloud) -> None:
+    run = idle_cloud.deploy("--deploy-only", ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert "run ./deploy.sh once without --deploy-only first" in run.result.stderr
+    assert [command(call) for call in after_checks(run.commands)] == ["functions describe visits"]
+    assert [(call.method_id, call.status) for call in run.api_calls] == [
+        ("cloudfunctions.projects.locations.functions.get", 404)
+    ]
+
+
+def test_deploy_only_dry_run_plans_the_update(idle_cloud: Cloud) -> None:
+    run = idle_cloud.deploy("--deploy-only", "--dry-run", ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode == 0, run.result.stderr
+    assert [command(call[1:]) for call in plan(run.result.stdout)] == [
+        "functions describe visits",
+        "functions deploy visits",
+        "functions describe visits",
+    ]
+    assert (run.commands, run.calls) == ([], [])
+
+
+def test_in_github_actions_the_url_is_a_step_output(
+    github: dict[str, Step], github_output: Path
+) -> None:
+    succeeded(github["deploy_only"].run)
+
+    assert github_output.read_text() == f"earlier=kept\nurl={FUNCTION_URL}/\n"
+
+
+def test_dry_run_writes_no_step_output(idle_cloud: Cloud, tmp_path: Path) -> None:
+    output = tmp_path / "github-output"
+
+    run = idle_cloud.deploy("--dry-run", ALLOWED_ORIGINS=ORIGINS, GITHUB_OUTPUT=str(output))
+
+    assert run.result.returncode == 0, run.result.stderr
+    assert not output.exists()
+
+
+def test_help_documents_the_github_options(idle_cloud: Cloud) -> None:
+    run = idle_cloud.deploy("--help")
+
+    assert run.result.returncode == 0
+    for word in (
+        "--github=OWNER/REPO",
+        "--deploy-only",
+        "WIF_POOL",
+        "WIF_PROVIDER",
+        "DEPLOYER_NAME",
+    ):
+        assert word in run.result.stdout
