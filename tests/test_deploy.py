@@ -181,8 +181,10 @@ def test_deploy_spells_out_every_flag(deployed: Run) -> None:
         "allow-unauthenticated": "",
         "service-account": SERVICE_ACCOUNT,
         "max-instances": "3",
-        "concurrency": "1",
-        "memory": "256Mi",
+        "min-instances": "0",
+        "cpu": "1",
+        "memory": "512Mi",
+        "concurrency": "8",
         "project": PROJECT,
         "quiet": "",
     }
@@ -198,6 +200,7 @@ def test_function_environment_keeps_commas_in_origins(deployed: Run) -> None:
     assert parse_env_vars(flags(deploy)["set-env-vars"]) == {
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "ALLOWED_ORIGINS": ORIGINS,
+        "THREADS": "8",
     }
 
 
@@ -222,6 +225,7 @@ def test_settings_from_the_environment_reach_gcloud(cloud: FakeCloud) -> None:
     assert parse_env_vars(flags(deploy)["set-env-vars"]) == {
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "ALLOWED_ORIGINS": ORIGINS,
+        "THREADS": "8",
         "DATASTORE_DATABASE": "visits",
         "ALLOWED_PAGES": "/,/blog/*",
         "DEFAULT_PAGE": "/home",
@@ -233,6 +237,17 @@ def test_settings_from_the_environment_reach_gcloud(cloud: FakeCloud) -> None:
         "type": "datastore-mode",
         "project": PROJECT,
     }
+
+
+def test_instance_size_and_threads_follow_the_settings(cloud: FakeCloud) -> None:
+    result = cloud.deploy(CPU="2", MEMORY="1Gi", CONCURRENCY="1", MIN_INSTANCES="1")
+
+    assert result.returncode == 0, result.stderr
+    [deploy] = calls_of(cloud.calls(), "functions deploy")
+    deploy_flags = flags(deploy)
+    assert (deploy_flags["cpu"], deploy_flags["memory"]) == ("2", "1Gi")
+    assert (deploy_flags["concurrency"], deploy_flags["min-instances"]) == ("1", "1")
+    assert parse_env_vars(deploy_flags["set-env-vars"])["THREADS"] == "1"
 
 
 class RecordingEnv(dict[str, str]):
@@ -274,7 +289,12 @@ def test_every_setting_the_function_reads_can_be_passed_on(cloud: FakeCloud) -> 
     assert result.returncode == 0, result.stderr
     [deploy] = calls_of(cloud.calls(), "functions deploy")
     passed = parse_env_vars(flags(deploy)["set-env-vars"])
-    assert passed == {"GOOGLE_CLOUD_PROJECT": PROJECT, "ALLOWED_ORIGINS": ORIGINS, **values}
+    assert passed == {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "ALLOWED_ORIGINS": ORIGINS,
+        "THREADS": "8",
+        **values,
+    }
 
 
 def test_project_comes_from_gcloud_config_when_not_set(cloud: FakeCloud) -> None:
@@ -472,8 +492,10 @@ def test_help_documents_every_setting(cloud: FakeCloud) -> None:
         "FUNCTION_NAME",
         "RUNTIME",
         "MAX_INSTANCES",
+        "CPU",
         "CONCURRENCY",
         "MEMORY",
+        "MIN_INSTANCES",
         "SERVICE_ACCOUNT_NAME",
         "FIRESTORE_LOCATION",
         "--project",
