@@ -34,7 +34,7 @@ def measure(emulator_host: str, source: Path, coalesce: str, pages: int) -> dict
         time.sleep(2)  # let the last requests finish and threads go idle
         after = memory_kib(server.pids()[-1])
     finally:
-        server.stop()
+        server.close()
     return {
         "source": str(source),
         "coalesce": coalesce,

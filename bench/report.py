@@ -106,7 +106,8 @@ def markdown(results: dict, notes: Iterable[str]) -> str:
         "",
         "## Counting strategies, one hot page",
         "",
-        "Each server is functions-framework's own CLI (gunicorn, one worker, THREADS threads)."
+        "Each server is functions-framework's own CLI (gunicorn, one worker, THREADS threads),"
+        " in a cgroup that caps its CPU as deployed; the bare Commit's process is not capped."
         " A level sends its hits to a fresh page from a load process of its own, one keep-alive"
         " connection per client. Strategies and levels alternate, round after round; the table"
         " gives medians over rounds and the range of hits/s, which shows the machine's noise."

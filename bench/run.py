@@ -10,6 +10,7 @@ measurement), results.md and bench.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import NamedTuple
 
 from bench import coldstart, load, report
 from bench.door import RpcDoor
-from bench.servers import FUNCTIONS, PRODUCT, ROOT, Server, emulator, function_env
+from bench.servers import FUNCTIONS, PRODUCT, ROOT, CpuCap, Server, emulator, function_env
 from counter import config, store
 
 RESULTS = ROOT / "bench" / "results"
@@ -61,7 +62,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="times each level is measured")
     parser.add_argument("--hits", type=int, default=400, help="hits per level")
     parser.add_argument("--seconds", type=float, default=10.0, help="start no hit after this")
-    parser.add_argument("--threads", default="8", help="THREADS: gunicorn's threads per server")
+    parser.add_argument(
+        "--cpus", type=float, default=1.0, help="CPU cap of each server, as deployed"
+    )
+    parser.add_argument("--threads", default="8", help="THREADS of each server, as deployed")
     parser.add_argument(
         "--cold-runs", type=int, default=3, help="cold starts per function and tier"
     )
@@ -81,7 +85,7 @@ def main() -> int:
             "rounds": args.rounds,
             "hits per level": args.hits,
             "seconds per level at most": args.seconds,
-            "THREADS": args.threads,
+            "servers": f"{args.cpus:g} vCPU each (a cgroup quota), THREADS={args.threads}",
             "cold starts per function and tier": args.cold_runs,
         },
         "throughput": rows,
@@ -97,15 +101,15 @@ def main() -> int:
 
 def _throughput(host: str, levels: list[int], args: argparse.Namespace) -> list[dict]:
     door = RpcDoor(host)
-    servers = {
-        s.title: Server(
-            s.target, s.source, function_env(door.host, THREADS=args.threads, **s.settings)
-        )
-        for s in STRATEGIES
-        if s.target
-    }
     run = time.strftime("%H%M%S")
-    try:
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for s in (s for s in STRATEGIES if s.target):
+            env = function_env(door.host, THREADS=args.threads, **s.settings)
+            cap = stack.enter_context(CpuCap(args.cpus))
+            servers[s.title] = stack.enter_context(
+                contextlib.closing(Server(s.target, s.source, env, cap=cap))
+            )
         for server in servers.values():
             server.wait_listening()
         print("Warming up the emulator, then each server ...", flush=True)
@@ -127,9 +131,6 @@ def _throughput(host: str, levels: list[int], args: argparse.Namespace) -> list[
                         flush=True,
                     )
         return rows
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 def _measure(

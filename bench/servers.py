@@ -141,7 +141,7 @@ class Server:
         """Resident memory of the worker that serves the requests."""
         return memory_kib(self.pids()[-1])["VmRSS"]
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop the whole process group (SIGINT: gunicorn's quick shutdown) and wait for it."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
