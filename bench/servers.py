@@ -66,15 +66,17 @@ class CpuCap:
     def __init__(self, cpus: float) -> None:
         self.cpus = cpus
         name = f"visit-counter-bench-{os.getpid()}-{next(_caps)}"
-        v1 = Path("/sys/fs/cgroup/cpu")
-        self.path = v1 / name if v1.is_dir() else Path("/sys/fs/cgroup") / name
+        self.v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        self.path = Path("/sys/fs/cgroup" if self.v2 else "/sys/fs/cgroup/cpu") / name
 
     def __enter__(self) -> CpuCap:
+        if self.v2:  # the cpu controller must be on for the root's children
+            (self.path.parent / "cgroup.subtree_control").write_text("+cpu")
         self.path.mkdir()
         quota = round(self.cpus * PERIOD_US)
         # The platform guarantees an instance its share; the highest weight asks the same of
         # this shared machine, whose other processes would otherwise take part of the quota.
-        if (self.path / "cpu.max").exists():  # cgroup v2
+        if self.v2:
             (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
             (self.path / "cpu.weight").write_text("10000")
         else:
@@ -128,6 +130,16 @@ class Server:
                 return
             time.sleep(poll)
         raise RuntimeError(f"server on port {self.port} did not start (exit {self.process.poll()})")
+
+    def busy(self) -> bool:
+        """Whether a connection to the server is open or queued, so a request may be running."""
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, _remote, state = line.split()[1:4]
+                # ESTABLISHED, SYN_RECV, CLOSE_WAIT: the server has not closed it yet.
+                if local.endswith(f":{self.port:04X}") and state in ("01", "03", "08"):
+                    return True
+        return False
 
     def pids(self) -> list[int]:
         """The gunicorn master, then its worker."""
