@@ -25,7 +25,7 @@
 #   CONCURRENCY           requests per instance at once (more than 1 needs CPU of at least
 #                         1); also the function's THREADS [8]
 #   MIN_INSTANCES         instances kept warm: no cold start, but each is billed while idle,
-#                         about $10 a month at 1 CPU and 512Mi (README, Cost) [0]
+#                         about $10 a month at 1 CPU and 512Mi (README: what it costs) [0]
 #   SERVICE_ACCOUNT_NAME  the function's own service account, created here [visit-counter]
 #   DATASTORE_DATABASE    the Firestore database, in Datastore mode [(default)]
 #   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
