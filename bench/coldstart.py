@@ -1,118 +1,102 @@
-"""Cold start (process start to first 200) and `python -X importtime` of main.py."""
+"""Cold start under Cloud Functions' CPU tiers, and warm server CPU per hit, for three functions.
+
+For each tier a cgroup caps the server's CPU as the platform does (256 MiB gets 0.167 vCPU);
+the emulator stays outside the cap. A run spawns the public CLI, POSTs every 5 ms until the
+first 200 (the first counted visit), then sends sequential warm hits and divides the server's
+CPU time by them. Runs interleave the functions and tiers; the report takes medians.
+
+`python -m bench.coldstart --also before=/path/to/checkout` adds another checkout's main.py as
+a fourth contender in the same interleaved runs.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import statistics
-import subprocess
+import argparse
+import compileall
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench.load import HttpHitter
-from scripts.emulator import free_port
+from bench import load, report
+from bench.servers import BARE, FUNCTIONS, PRODUCT, CpuCap, Server, emulator, function_env
+from counter import config, store
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    """Median seconds from spawning the server to its port accepting, and to the first 200."""
-
-    label: str
-    runs: int
-    listening_s: float
-    first_200_s: float
+TIERS = (0.167, 0.583, 1.0)
+"""vCPU of 256 MiB, 1 GiB and 2 GiB (or --cpu=1) functions (Cloud Functions' memory page)."""
+CONTENDERS = {
+    "bare functions-framework": ("bare", BARE),
+    "usual get + put": ("classic", FUNCTIONS),
+    "this function": ("visits", PRODUCT),
+}
 
 
-@dataclass(frozen=True)
-class ImportTime:
-    """Cumulative import time of main.py and its heaviest direct imports, in milliseconds."""
-
-    total_ms: float
-    top: list[tuple[str, float]]
-
-
-def cold_start(
-    label: str, target: str, source: Path, env: dict[str, str], page: str, runs: int = 3
-) -> ColdStart:
-    """Start `python -m functions_framework` `runs` times; time the port and the first POST."""
-    listening, first = [], []
+def measure(
+    emulator_host: str, *, runs: int, warm_hits: int, also: dict[str, Path] | None = None
+) -> list[dict]:
+    """Every contender at every tier, `runs` times, interleaved; one row per start."""
+    contenders = {**CONTENDERS, **{name: ("visits", path) for name, path in (also or {}).items()}}
+    for _, source in contenders.values():  # as Google's buildpack does: `compileall` the source
+        compileall.compile_file(source, quiet=1)
+        if (source.parent / "counter").is_dir():
+            compileall.compile_dir(source.parent / "counter", quiet=1)
+    env = function_env(emulator_host)
+    counts = store.build(config.Settings.from_env(env)).counts
+    for _ in range(100):  # a fresh emulator is slow over its first calls
+        counts.increment("/cold/warm-up")
+        counts.read("/cold/warm-up")
+    stamp = time.strftime("%H%M%S")
+    rows = []
     for run in range(runs):
-        port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            f"--target={target}",
-            f"--source={source}",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ]
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        for cpus in TIERS:
+            for name, (target, source) in contenders.items():
+                page = f"/cold/{stamp}/{len(rows)}"
+                row = _start(target, source, env, cpus, page, warm_hits)
+                rows.append({"function": name, "cpus": cpus, "run": run, **row})
+                print(
+                    f"  {cpus:5.3f} vCPU  {name:<26} first visit {row['first_s']:5.2f} s"
+                    f"  warm {row['warm_cpu_ms']:5.2f} ms CPU/hit",
+                    flush=True,
+                )
+    return rows
+
+
+def _start(
+    target: str, source: Path, env: dict[str, str], cpus: float, page: str, warm_hits: int
+) -> dict:
+    with CpuCap(cpus) as cap:
+        server = Server(target, source, env, cap=cap)
         try:
-            listening.append(_wait_for_port(port, process, started))
-            hitter = HttpHitter(f"http://127.0.0.1:{port}/?page={page}{run}")
-            while hitter.hit() != 200:
-                if time.perf_counter() - started > 60 or process.poll() is not None:
-                    raise RuntimeError(f"{label}: no 200 within 60 s of starting")
+            server.wait_listening(poll=0.005)
+            listening = time.perf_counter() - server.spawned
+            send = load.http_sender(server.url(page))
+            while send(0) != 200:
+                if server.process.poll() is not None or time.perf_counter() - server.spawned > 90:
+                    raise RuntimeError(f"{target} from {source} gave no 200 within 90 s")
                 time.sleep(0.005)
-            first.append(time.perf_counter() - started)
-            hitter.close()
+            first = time.perf_counter() - server.spawned
+            cpu = server.cpu_seconds()
+            statuses = [send(n) for n in range(warm_hits)]
+            warm_cpu_ms = (server.cpu_seconds() - cpu) * 1000 / warm_hits
         finally:
-            process.terminate()
-            process.wait(timeout=30)
-    return ColdStart(label, runs, statistics.median(listening), statistics.median(first))
+            server.close()
+    if set(statuses) != {200}:
+        raise RuntimeError(f"{target}: warm hits answered {sorted(set(statuses))}")
+    return {"listening_s": listening, "first_s": first, "warm_cpu_ms": warm_cpu_ms}
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], started: float) -> float:
-    import socket
-
-    while time.perf_counter() - started < 60 and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.005)
-    raise RuntimeError(f"nothing listened on port {port} within 60 s")
-
-
-_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
-
-
-def import_time(runs: int = 3, top: int = 6) -> ImportTime:
-    """`python -X importtime -c "import main"`: the median run's total and heaviest imports."""
-    measured = []
-    for _ in range(runs + 1):  # the first run may write bytecode caches: not counted
-        done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import main"],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        measured.append(_parse_import_time(done.stderr, top))
-    measured = sorted(measured[1:], key=lambda m: m.total_ms)
-    return measured[len(measured) // 2]
+def main() -> int:
+    """Start an emulator, measure, print the table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warm-hits", type=int, default=200)
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=CHECKOUT")
+    args = parser.parse_args()
+    also = {n: Path(p).resolve() / "main.py" for n, _, p in (a.partition("=") for a in args.also)}
+    with emulator("emulator-coldstart") as host:
+        rows = measure(host, runs=args.runs, warm_hits=args.warm_hits, also=also)
+    print("\n".join(report.coldstart_table(rows)))
+    return 0
 
 
-def _parse_import_time(stderr: str, top: int) -> ImportTime:
-    # Lines come children first; after `-c "import main"` main is the last top-level line, and
-    # its direct imports are the lines one level deeper since the previous top-level line.
-    entries = []
-    for line in stderr.splitlines():
-        match = _IMPORT_LINE.match(line)
-        if match:
-            depth = len(match.group(3)) // 2
-            entries.append((depth, match.group(4), int(match.group(2)) / 1000))
-    main_index = max(i for i, e in enumerate(entries) if e[0] == 0 and e[1] == "main")
-    start = max((i for i, e in enumerate(entries[:main_index]) if e[0] == 0), default=-1) + 1
-    direct = [(name, ms) for depth, name, ms in entries[start:main_index] if depth == 1]
-    heaviest = sorted(direct, key=lambda item: item[1], reverse=True)[:top]
-    return ImportTime(total_ms=entries[main_index][2], top=heaviest)
+if __name__ == "__main__":
+    sys.exit(main())

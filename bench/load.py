@@ -1,332 +1,155 @@
-"""Bounded load generator: N threads send a fixed number of hits, or fewer if time runs out.
+"""Bounded load: N client threads send a fixed number of hits, or fewer if time runs out.
 
-Run as its own process so its CPU shows up apart from the servers':
-`python -m bench.load --url http://127.0.0.1:PORT/?page=/p --concurrency 32 --requests 600`
-drives an HTTP server with keep-alive POSTs; `--direct /p` instead issues the product's Commit
-from threads with no HTTP (the raw ceiling), counting RPCs into $BENCH_RPC_DIR. It prints one JSON
-summary on stdout and a progress line on stderr while it runs.
+Run as a process of its own, so its CPU is apart from the servers':
+`python -m bench.load --url 'http://127.0.0.1:PORT/?page=/p' --concurrency 32 --hits 400`
+POSTs over keep-alive connections (`{n}` in the URL gives every hit a page of its own);
+`--direct /p` instead calls the product's increment from threads, with no HTTP (the ceiling).
+Prints one JSON summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
-import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from bench import procs, rpc_count
-
-if TYPE_CHECKING:
-    from counter.store import CounterStore
-
-TRANSPORT_ERROR = 0
-"""Status recorded for a hit that got no HTTP answer (refused, reset, timed out)."""
-
-SOCKET_TIMEOUT_SECONDS = 10.0
-"""A hit unanswered this long counts as an error (no answer): twice the servers' deadline."""
-WARMUP_HITS = 20
-"""Hits the raw ceiling makes on a side page before timing: its client is new in each process."""
-
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36"
-)
-"""A browser's: the product does not count an empty or crawler user agent."""
+NO_ANSWER = 0
+"""The status recorded for a hit that got no HTTP answer."""
+TIMEOUT_SECONDS = 10.0
+"""A hit unanswered this long is an error: twice the functions' database deadline."""
+WARM_UP_HITS = 20
+"""Commits the direct ceiling makes before timing, each one RPC (reported, for the RPC count)."""
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0.0.0 Safari/537.36"
+"""A browser's: the counter does not count crawlers or an empty user agent."""
 
 
-@dataclass
-class LevelResult:
-    """What one load level did: counts, statuses, latency percentiles (ms) and wall time."""
+def http_sender(url: str) -> Callable[[int], int]:
+    """POST to url over one keep-alive connection per thread; hit n fills `{n}` in the URL."""
+    parts = urlsplit(url)
+    local = threading.local()
+    headers = {"User-Agent": USER_AGENT, "Content-Length": "0"}
 
-    label: str
-    concurrency: int
-    requested: int
-    sent: int = 0
-    ok: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    hits_per_second: float = 0.0
-    p50_ms: float = 0.0
-    p95_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
-    timed_out: bool = False
-    cpu_seconds: dict[str, float] = field(default_factory=dict)
-    rpcs: dict[str, int] | None = None
-
-
-class Hitter(Protocol):
-    """One client's way to send a hit."""
-
-    def hit(self) -> int:
-        """Send one hit; return its HTTP status, or TRANSPORT_ERROR."""
-        ...
-
-    def close(self) -> None:
-        """Release what the hitter holds."""
-        ...
-
-
-class HttpHitter:
-    """One keep-alive HTTP/1.1 connection sending the same POST; minimal parsing, little CPU."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        self._request = (
-            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: {USER_AGENT}\r\n"
-            "Content-Length: 0\r\n\r\n"
-        ).encode()
-        self._sock: socket.socket | None = None
-
-    def hit(self) -> int:
-        """Send one POST and return the response status (TRANSPORT_ERROR if none came)."""
+    def send(n: int) -> int:
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(parts.netloc, timeout=TIMEOUT_SECONDS)
         try:
-            if self._sock is None:
-                self._sock = socket.create_connection(self._address, SOCKET_TIMEOUT_SECONDS)
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock.sendall(self._request)
-            status, keep = self._read_response(self._sock)
-        except (OSError, ValueError):
-            self.close()
-            return TRANSPORT_ERROR
-        if not keep:
-            self.close()
-        return status
+            local.connection.request(
+                "POST", f"{parts.path}?{parts.query}".replace("{n}", str(n)), headers=headers
+            )
+            answer = local.connection.getresponse()
+            answer.read()
+            return answer.status
+        except (OSError, http.client.HTTPException):
+            local.connection.close()  # reopened by the next request
+            return NO_ANSWER
 
-    def close(self) -> None:
-        """Close the connection; the next hit opens a new one."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    @staticmethod
-    def _read_response(sock: socket.socket) -> tuple[int, bool]:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ValueError("connection closed before a response")
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])
-        }
-        if "content-length" not in headers:
-            raise ValueError("response without Content-Length")  # the connection is dropped
-        remaining = int(headers["content-length"]) - len(body)
-        while remaining > 0:
-            chunk = sock.recv(remaining)
-            if not chunk:
-                raise ValueError("connection closed inside a body")
-            remaining -= len(chunk)
-        return status, headers.get("connection", "").lower() != "close"
+    return send
 
 
-class DirectHitter:
-    """The raw ceiling: the product's own Commit (store.increment), shared client, no HTTP."""
-
-    def __init__(self, counter: CounterStore, page: str) -> None:
-        self._counter = counter
-        self._page = page
-
-    def hit(self) -> int:
-        """Count one hit straight into Datastore; 503 if the store gave up."""
-        from counter.store import StoreUnavailable
-
-        try:
-            self._counter.increment(self._page)
-        except StoreUnavailable:
-            return 503
-        return 200
-
-    def close(self) -> None:
-        """Nothing to close: the client is shared by all threads, like the product's."""
-
-
-def drive(
-    label: str,
-    make_hitter: Callable[[], Hitter],
-    concurrency: int,
-    requests: int,
-    time_limit: float,
-    watch: dict[str, list[int]] | None = None,
-) -> LevelResult:
-    """Send `requests` hits from `concurrency` threads; stop issuing new ones at `time_limit`.
-
-    CPU seconds are measured over exactly this interval: this process's, each watched group of
-    processes', and the whole machine's (so what else ran meanwhile shows up).
-    """
-    watch = watch or {}
+def drive(send: Callable[[int], int], concurrency: int, hits: int, seconds: float) -> dict:
+    """Send up to `hits` from `concurrency` threads, starting none after `seconds`."""
     lock = threading.Lock()
     issued = 0
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
-    cpu_before = _cpu_now(watch)
     started = time.perf_counter()
-    stop_at = started + time_limit
-    timed_out = False
-    finished = threading.Event()
+    cpu = time.process_time()
 
-    def worker() -> None:
-        nonlocal issued, timed_out
-        hitter = make_hitter()
+    def client() -> None:
+        nonlocal issued
         while True:
             with lock:
-                if issued >= requests:
-                    break
-                if time.perf_counter() >= stop_at:
-                    timed_out = True
-                    break
+                if issued >= hits or time.perf_counter() - started > seconds:
+                    return
                 issued += 1
+                n = issued
             before = time.perf_counter()
-            status = hitter.hit()
-            elapsed = time.perf_counter() - before
+            status = send(n)
             with lock:
-                latencies.append(elapsed)
+                latencies.append(time.perf_counter() - before)
                 statuses[status] += 1
-        hitter.close()
 
-    def progress() -> None:
-        tty = sys.stderr.isatty()
-        last_line = 0.0
-        while not finished.wait(0.5):
-            now = time.perf_counter()
-            with lock:
-                done, ok = len(latencies), statuses[200]
-            line = (
-                f"  {label:<14} c={concurrency:<3} {done:>5}/{requests} done  ok={ok:<5}"
-                f" errors={done - ok:<4} {now - started:5.1f}s"
-            )
-            if tty:
-                print(f"\r{line}", end="", file=sys.stderr, flush=True)
-            elif now - last_line >= 5:
-                print(line, file=sys.stderr, flush=True)
-                last_line = now
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    reporter = threading.Thread(target=progress, daemon=True)
-    reporter.start()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - started
-    cpu_after = _cpu_now(watch)
-    finished.set()
-    reporter.join()
-    if sys.stderr.isatty():
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
-    result = summarize(label, concurrency, requests, latencies, statuses, seconds, timed_out)
-    result.cpu_seconds = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
-    return result
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else []
+    return {
+        "hits": hits,
+        "sent": len(latencies),
+        "ok": statuses[200],
+        "statuses": {str(status): n for status, n in sorted(statuses.items())},
+        "seconds": elapsed,
+        "hits_per_second": statuses[200] / elapsed,
+        "p50_ms": cuts[49] * 1000 if cuts else 0.0,
+        "p99_ms": cuts[98] * 1000 if cuts else 0.0,
+        "load_cpu_seconds": time.process_time() - cpu,
+    }
 
 
-def _cpu_now(watch: dict[str, list[int]]) -> dict[str, float]:
-    now = {"load generator": time.process_time(), "machine": procs.machine_busy_seconds()}
-    now.update({name: procs.cpu_seconds(pids) for name, pids in watch.items()})
-    return now
-
-
-def summarize(
-    label: str,
-    concurrency: int,
-    requests: int,
-    latencies: list[float],
-    statuses: Counter[int],
-    seconds: float,
-    timed_out: bool,
-) -> LevelResult:
-    """Percentiles over every answered or failed hit, and hits/s over acknowledged ones."""
-    result = LevelResult(label, concurrency, requests, timed_out=timed_out)
-    result.sent = len(latencies)
-    result.ok = statuses[200]
-    result.statuses = {str(status): n for status, n in sorted(statuses.items())}
-    result.seconds = seconds
-    result.hits_per_second = result.ok / seconds if seconds else 0.0
-    if len(latencies) >= 2:
-        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-        result.p50_ms, result.p95_ms, result.p99_ms = (cuts[i] * 1000 for i in (49, 94, 98))
-    elif latencies:
-        result.p50_ms = result.p95_ms = result.p99_ms = latencies[0] * 1000
-    result.max_ms = max(latencies, default=0.0) * 1000
-    return result
-
-
-def _drive_direct(args: argparse.Namespace) -> LevelResult:
-    """The raw ceiling, warmed up first like the servers are, counting only the level's RPCs."""
-    # Count the ceiling's RPCs the same way as the servers', installed before any channel exists.
-    rpc_dir = Path(os.environ["BENCH_RPC_DIR"])
-    rpc_count.install(rpc_dir)
-    from counter.config import Settings
-    from counter.store import CounterStore
-
-    counter = CounterStore(Settings.from_env(os.environ))
-    warm = DirectHitter(counter, f"{args.direct}/warmup")
-    for _ in range(WARMUP_HITS):
-        warm.hit()
-    before = rpc_count.read_counts(rpc_dir)
-    result = drive(
-        args.label,
-        lambda: DirectHitter(counter, args.direct),
-        args.concurrency,
-        args.requests,
-        args.time_limit,
-        args.watch,
+def in_process(
+    target: list[str], concurrency: int, hits: int, seconds: float, env: dict[str, str]
+) -> dict:
+    """One level from a load process of its own: target is ["--url", URL] or ["--direct", PAGE]."""
+    argv = [sys.executable, "-m", "bench.load", *target, f"--concurrency={concurrency}"]
+    done = subprocess.run(
+        [*argv, f"--hits={hits}", f"--seconds={seconds}"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
     )
-    rpcs = rpc_count.read_counts(rpc_dir)
-    rpcs.subtract(before)
-    result.rpcs = {name: n for name, n in rpcs.items() if n}
-    return result
+    return json.loads(done.stdout)
+
+
+def _direct(page: str) -> Callable[[int], int]:
+    """The product's own increment, shared client and all, with no HTTP in between."""
+    from counter import config, store
+    from counter.database import StoreUnavailable
+
+    counts = store.build(config.Settings.from_env(os.environ)).counts
+    for _ in range(WARM_UP_HITS):  # the channel and the first calls, before timing
+        counts.increment(f"{page}/warm-up")
+
+    def send(n: int) -> int:
+        try:
+            counts.increment(page)
+        except StoreUnavailable:
+            return 503
+        return 200
+
+    return send
 
 
 def main() -> None:
-    """Parse the command line, drive one level, print its JSON summary."""
+    """Drive one level and print its summary as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="POST here over keep-alive HTTP")
-    target.add_argument("--direct", metavar="PAGE", help="Commit to this page with no HTTP")
-    parser.add_argument("--label", default="load")
+    target.add_argument("--url", help="POST here; {n} is replaced by the hit's number")
+    target.add_argument("--direct", metavar="PAGE", help="increment this page with no HTTP")
     parser.add_argument("--concurrency", type=int, required=True)
-    parser.add_argument("--requests", type=int, required=True)
-    parser.add_argument("--time-limit", type=float, default=20.0)
-    parser.add_argument(
-        "--watch",
-        action="append",
-        default=[],
-        metavar="NAME=PID,PID",
-        help="also report the CPU time of these processes during the level",
-    )
+    parser.add_argument("--hits", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=20.0, help="start no hit after this")
     args = parser.parse_args()
-    args.watch = {
-        name: [int(pid) for pid in pids.split(",") if pid]
-        for name, _, pids in (item.partition("=") for item in args.watch)
-    }
+    send = _direct(args.direct) if args.direct else http_sender(args.url)
+    summary = drive(send, args.concurrency, args.hits, args.seconds)
     if args.direct:
-        result = _drive_direct(args)
-    else:
-        url = args.url
-
-        def make_hitter() -> Hitter:
-            return HttpHitter(url)
-
-        result = drive(
-            args.label, make_hitter, args.concurrency, args.requests, args.time_limit, args.watch
-        )
-    print(json.dumps(asdict(result)))
+        summary["warm_up_hits"] = WARM_UP_HITS
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,10 @@ CUSTOM_SETTINGS = {
     "FUNCTION_NAME": "counter",
     "RUNTIME": "python311",
     "MAX_INSTANCES": "5",
-    "MEMORY": "512Mi",
+    "MIN_INSTANCES": "1",
+    "CPU": "2",
+    "MEMORY": "1Gi",
+    "CONCURRENCY": "1",
     "SERVICE_ACCOUNT_NAME": "counter-runtime",
     "DATASTORE_DATABASE": "visits",
     "FIRESTORE_LOCATION": "eur3",
@@ -233,15 +236,18 @@ def test_function_is_created_as_specified(deployed: Run) -> None:
     assert create.body["name"] == f"projects/{PROJECT}/locations/us-central1/functions/visits"
     build = create.body["buildConfig"]
     assert (build["entryPoint"], build["runtime"]) == ("visits", "python312")
-    # CPU is not named: the platform gives 256 MiB its own share (0.167 vCPU), ingress stays open.
+    # One whole vCPU for a fast first visit, eight requests at a time with as many threads.
     assert create.body["serviceConfig"] == {
-        "availableMemory": "256Mi",
+        "availableCpu": "1",
+        "availableMemory": "512Mi",
+        "minInstanceCount": 0,
         "maxInstanceCount": 3,
-        "maxInstanceRequestConcurrency": 1,
+        "maxInstanceRequestConcurrency": 8,
         "serviceAccountEmail": SERVICE_ACCOUNT,
         "environmentVariables": {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "ALLOWED_ORIGINS": ORIGINS,
+            "THREADS": "8",
             **DEPLOYED_DEFAULTS,
         },
     }
@@ -509,7 +515,10 @@ def test_settings_from_the_environment_reach_google(custom: Run) -> None:
     assert create.body["name"] == f"{location}/functions/counter"
     assert create.body["buildConfig"]["runtime"] == "python311"
     service = create.body["serviceConfig"]
-    assert (service["maxInstanceCount"], service["availableMemory"]) == (5, "512Mi")
+    assert (service["maxInstanceCount"], service["minInstanceCount"]) == (5, 1)
+    assert (service["availableCpu"], service["availableMemory"]) == ("2", "1Gi")
+    assert service["maxInstanceRequestConcurrency"] == 1
+    assert service["environmentVariables"]["THREADS"] == "1"
     assert service["serviceAccountEmail"] == CUSTOM_ACCOUNT
     [database] = custom.requests("firestore.projects.databases.create")
     assert database.query == {"databaseId": "visits"}
@@ -528,6 +537,7 @@ def test_every_setting_the_function_reads_is_passed_on_whole(custom: Run) -> Non
     assert create.body["serviceConfig"]["environmentVariables"] == {
         "GOOGLE_CLOUD_PROJECT": CUSTOM_PROJECT,
         "ALLOWED_ORIGINS": ORIGINS,
+        "THREADS": "1",
         **function_settings(),
     }
 
