@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import socket
 
 from counter import google_ranges
 
@@ -99,12 +100,19 @@ def _identity(entry: str) -> str:
 @functools.cache
 def _google_ranges(version: int) -> tuple[list[int], list[int]]:
     """Google's ranges of one IP version as sorted, non-overlapping [start, end] integers."""
-    networks = sorted(
-        net
-        for net in (ipaddress.ip_network(text) for text in google_ranges.RANGES)
-        if net.version == version
-    )
-    return (
-        [int(net.network_address) for net in networks],
-        [int(net.broadcast_address) for net in networks],
-    )
+    spans = sorted(span for span in map(_span, google_ranges.RANGES) if span[0] == version)
+    return [start for _version, start, _end in spans], [end for _version, _start, end in spans]
+
+
+def _span(cidr: str) -> tuple[int, int, int]:
+    """A CIDR block's IP version, first and last address as integers.
+
+    Done with socket.inet_pton rather than ipaddress.ip_network, which takes several times as
+    long over Google's ranges: this runs on an instance's first request.
+    """
+    address, _, length = cidr.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    packed = socket.inet_pton(family, address)
+    start = int.from_bytes(packed, "big")
+    size = 1 << (len(packed) * 8 - int(length))
+    return (6 if family == socket.AF_INET6 else 4), start, start + size - 1
