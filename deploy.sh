@@ -152,7 +152,9 @@ main() {
 
         ensure_database
         ensure_ttl_policies
-        ensure_service_account "$sa_email"
+        ensure_service_account "$SERVICE_ACCOUNT_NAME" \
+            "Visit counter (Cloud Function $FUNCTION_NAME)" \
+            "Runs the $FUNCTION_NAME function; may read and write Datastore only"
         # Only what counting needs, on this account alone; never the default compute account.
         with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
             --member="serviceAccount:$sa_email" --role=roles/datastore.user --condition=None \
@@ -323,14 +325,13 @@ ensure_ttl_policies() {
     done
 }
 
+# A service account of this project, created if missing: its name, display name and description.
 ensure_service_account() {
-    local email=$1
-    if ! read_value gcloud iam service-accounts describe "$email" --project="$PROJECT" \
-        --format="value(email)"; then
-        run gcloud iam service-accounts create "$SERVICE_ACCOUNT_NAME" \
-            --display-name="Visit counter (Cloud Function $FUNCTION_NAME)" \
-            --description="Runs the $FUNCTION_NAME function; may read and write Datastore only" \
-            --project="$PROJECT"
+    local name=$1 display=$2 description=$3
+    if ! read_value gcloud iam service-accounts describe "$name@$PROJECT.iam.gserviceaccount.com" \
+        --project="$PROJECT" --format="value(email)"; then
+        run gcloud iam service-accounts create "$name" --display-name="$display" \
+            --description="$description" --project="$PROJECT"
     fi
 }
 
@@ -356,13 +357,8 @@ setup_github() {
     GITHUB_DEPLOYER="$DEPLOYER_NAME@$PROJECT.iam.gserviceaccount.com"
     ensure_pool
     ensure_provider
-    if ! read_value gcloud iam service-accounts describe "$GITHUB_DEPLOYER" --project="$PROJECT" \
-        --format="value(email)"; then
-        run gcloud iam service-accounts create "$DEPLOYER_NAME" \
-            --display-name="GitHub deployer of $FUNCTION_NAME" \
-            --description="Deploys the $FUNCTION_NAME function from GitHub Actions; nothing else" \
-            --project="$PROJECT"
-    fi
+    ensure_service_account "$DEPLOYER_NAME" "GitHub deployer of $FUNCTION_NAME" \
+        "Deploys the $FUNCTION_NAME function from GitHub Actions; nothing else"
     # Deploy and read functions and their builds: no IAM, no data, no setup (README lists why).
     with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
         --member="serviceAccount:$GITHUB_DEPLOYER" --role=roles/cloudfunctions.developer \
