@@ -1,0 +1,333 @@
+"""A recording stand-in of the two Google endpoints a deployed function reaches, on loopback.
+
+- The metadata server (plain HTTP, as on Cloud Functions): access tokens for the default service
+  account, only for requests that say `Metadata-Flavor: Google`, and the project id.
+- Datastore over TLS: a gRPC server with a certificate for datastore.googleapis.com from a
+  throwaway CA (throwaway_ca.py). It checks each call's bearer token against the tokens the
+  metadata stand-in issued, then forwards the call as raw bytes to Google's Datastore emulator
+  and passes back its answer or its status.
+- An HTTP CONNECT proxy that tunnels datastore.googleapis.com:443 to that server, so a client
+  keeps Google's real host name (and checks the certificate against it) while its bytes stay
+  on this machine.
+
+`GoogleStandIn.env()` is the environment a client process needs to find all three as if they
+were Google. gRPC reads it in the process it runs in (the roots file once, when the first secure
+channel needs default roots), so the client must be a process started with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import select
+import socket
+import socketserver
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+import throwaway_ca
+
+DATASTORE_HOST = "datastore.googleapis.com"
+DATASTORE_TARGET = f"{DATASTORE_HOST}:443"
+TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+PROJECT_ID_PATH = "/computeMetadata/v1/project/project-id"
+# What Google answers a call whose credentials it does not accept.
+UNAUTHENTICATED_DETAILS = "Request had invalid authentication credentials."
+
+
+@dataclass(frozen=True)
+class MetadataRequest:
+    """One request to the metadata stand-in: its path, headers (names in lower case), status."""
+
+    path: str
+    headers: dict[str, str]
+    status: int
+
+
+@dataclass(frozen=True)
+class DatastoreCall:
+    """One RPC the Datastore stand-in received: full method path, metadata, the status sent."""
+
+    method: str
+    metadata: tuple[tuple[str, str], ...]
+    code: grpc.StatusCode
+
+    def header(self, name: str) -> str | None:
+        """The value of one metadata key (keys are lower case in gRPC), or None."""
+        return next((value for key, value in self.metadata if key == name), None)
+
+
+class TokenIssuer:
+    """Issues a new access token on each request and knows which ones are still valid."""
+
+    def __init__(self, *, expires_in: int, clock: Callable[[], float]) -> None:
+        self.expires_in = expires_in
+        self._clock = clock
+        self._numbers = itertools.count(1)
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self) -> tuple[str, int]:
+        """A token never issued before and its lifetime in seconds."""
+        with self._lock:
+            token = f"token-{next(self._numbers)}"
+            expires_in = self.expires_in
+            self._expiry[token] = self._clock() + expires_in
+            return token, expires_in
+
+    def is_valid(self, token: str) -> bool:
+        """Whether the token was issued here and has not expired."""
+        with self._lock:
+            expiry = self._expiry.get(token)
+        return expiry is not None and self._clock() < expiry
+
+    @property
+    def issued(self) -> list[str]:
+        """Every token issued so far, oldest first."""
+        with self._lock:
+            return list(self._expiry)
+
+
+class _MetadataServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, standin: GoogleStandIn) -> None:
+        self.standin = standin
+        super().__init__(("127.0.0.1", 0), _MetadataHandler)
+
+
+class _MetadataHandler(BaseHTTPRequestHandler):
+    """Answers as the GCE metadata server does for the paths a function uses; 404 otherwise."""
+
+    server: _MetadataServer
+
+    def do_GET(self) -> None:
+        """A token, the project id, 403 without the Metadata-Flavor header, or 404."""
+        standin = self.server.standin
+        mime = "text/plain"
+        if self.headers.get("Metadata-Flavor") != "Google":
+            status, body = HTTPStatus.FORBIDDEN, b"Missing Metadata-Flavor:Google header."
+        elif self.path == TOKEN_PATH:
+            token, expires_in = standin.tokens.issue()
+            answer = {"access_token": token, "expires_in": expires_in, "token_type": "Bearer"}
+            status, body, mime = HTTPStatus.OK, json.dumps(answer).encode(), "application/json"
+        elif self.path == PROJECT_ID_PATH:
+            status, body = HTTPStatus.OK, standin.project.encode()
+        else:
+            status, body = HTTPStatus.NOT_FOUND, b"Not Found"
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        standin.record(standin.metadata_requests, MetadataRequest(self.path, headers, status))
+        self.send_response(status)
+        self.send_header("Metadata-Flavor", "Google")
+        self.send_header("Content-Type", f"{mime}; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: metadata_requests is the log."""
+
+
+class _DatastoreForwarder(grpc.GenericRpcHandler):
+    """Checks each unary call's bearer token, then relays its bytes to the emulator."""
+
+    def __init__(self, standin: GoogleStandIn, emulator: grpc.Channel) -> None:
+        self._standin = standin
+        self._emulator = emulator
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """A raw-bytes handler for any method: the emulator says which ones exist."""
+        # No (de)serializers: request and response stay the bytes that went over the wire.
+        return grpc.unary_unary_rpc_method_handler(
+            functools.partial(self._forward, handler_call_details.method)
+        )
+
+    def _forward(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
+        metadata = tuple((item.key, item.value) for item in context.invocation_metadata())
+        scheme, _, token = (dict(metadata).get("authorization") or "").partition(" ")
+        if scheme != "Bearer" or not self._standin.tokens.is_valid(token):
+            self._finish(method, metadata, grpc.StatusCode.UNAUTHENTICATED)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS)
+        call = self._emulator.unary_unary(method)
+        try:
+            response = call(request, timeout=context.time_remaining())
+        except grpc.RpcError as error:
+            self._finish(method, metadata, error.code())
+            context.abort(error.code(), error.details() or "")
+        self._finish(method, metadata, grpc.StatusCode.OK)
+        return response
+
+    def _finish(
+        self, method: str, metadata: tuple[tuple[str, str], ...], code: grpc.StatusCode
+    ) -> None:
+        self._standin.record(self._standin.datastore_calls, DatastoreCall(method, metadata, code))
+
+
+class _ConnectProxy(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, standin: GoogleStandIn) -> None:
+        self.standin = standin
+        super().__init__(("127.0.0.1", 0), _ConnectHandler)
+
+
+class _ConnectHandler(socketserver.BaseRequestHandler):
+    """Tunnels CONNECT datastore.googleapis.com:443 to the TLS server; refuses anything else."""
+
+    server: _ConnectProxy
+    request: socket.socket
+
+    def handle(self) -> None:
+        """Read the request head, answer it, and relay the tunnel's bytes until either side ends."""
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 16384:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        head, _, early = head.partition(b"\r\n\r\n")
+        method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+        target = rest.partition(" ")[0]
+        standin = self.server.standin
+        if method == "CONNECT":
+            standin.record(standin.connects, target)
+        if method != "CONNECT" or target != DATASTORE_TARGET:
+            self.request.sendall(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            return
+        with socket.create_connection(("127.0.0.1", standin.datastore_port)) as upstream:
+            self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            upstream.sendall(early)
+            self._relay(upstream)
+
+    def _relay(self, upstream: socket.socket) -> None:
+        peers = {self.request: upstream, upstream: self.request}
+        while not self.server.standin.stopping.is_set():
+            # The timeout lets stop() end a tunnel that a client left open.
+            readable, _, _ = select.select(list(peers), [], [], 0.5)
+            for source in readable:
+                data = source.recv(65536)
+                if not data:
+                    return
+                peers[source].sendall(data)
+
+
+class GoogleStandIn:
+    """Google's metadata server and Datastore (over TLS, behind a CONNECT proxy) on loopback,
+    with Datastore's data in the emulator at emulator_host."""
+
+    def __init__(
+        self,
+        emulator_host: str,
+        project: str,
+        *,
+        expires_in: int = 3599,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.emulator_host = emulator_host
+        self.project = project
+        self.tokens = TokenIssuer(expires_in=expires_in, clock=clock)
+        self.metadata_requests: list[MetadataRequest] = []
+        self.datastore_calls: list[DatastoreCall] = []
+        self.connects: list[str] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._folder = tempfile.TemporaryDirectory(prefix="google-standin-")
+        self.ca_file = Path(self._folder.name) / "ca.pem"
+        self.datastore_port = 0
+
+    def start(self) -> GoogleStandIn:
+        """Start the three servers; returns self."""
+        certificate = throwaway_ca.issue([DATASTORE_HOST], ca_name="google stand-in test CA")
+        self.ca_file.write_bytes(certificate.ca_pem)
+        # The emulator is on loopback: a proxy from the shell's environment must not divert it.
+        self._emulator = grpc.insecure_channel(
+            self.emulator_host, options=[("grpc.enable_http_proxy", 0)]
+        )
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self._grpc.add_generic_rpc_handlers((_DatastoreForwarder(self, self._emulator),))
+        credentials = grpc.ssl_server_credentials([(certificate.key_pem, certificate.cert_pem)])
+        self.datastore_port = self._grpc.add_secure_port("127.0.0.1:0", credentials)
+        self._grpc.start()
+        self._metadata = _MetadataServer(self)
+        self._proxy = _ConnectProxy(self)
+        for server in (self._metadata, self._proxy):
+            # A short poll so that stop() does not wait half a second per server.
+            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the servers, end open tunnels and remove the CA file."""
+        self.stopping.set()
+        for server in (self._metadata, self._proxy):
+            server.shutdown()
+            server.server_close()
+        self._grpc.stop(grace=None).wait()
+        self._emulator.close()
+        self._folder.cleanup()
+
+    def __enter__(self) -> GoogleStandIn:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def metadata_host(self) -> str:
+        """host:port of the metadata stand-in, as GCE_METADATA_HOST takes it."""
+        return f"127.0.0.1:{self._metadata.server_address[1]}"
+
+    @property
+    def proxy_port(self) -> int:
+        """The loopback port of the CONNECT proxy."""
+        return self._proxy.server_address[1]
+
+    @property
+    def proxy_url(self) -> str:
+        """The CONNECT proxy's URL, as grpc_proxy takes it."""
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def env(self) -> dict[str, str]:
+        """The variables a client process needs to reach this stand-in as if it were Google."""
+        return {
+            # gRPC's own proxy variable, read before https_proxy and http_proxy (all three
+            # in lower case only: gRPC ignores GRPC_PROXY and HTTPS_PROXY).
+            "grpc_proxy": self.proxy_url,
+            # Trust this CA alone: gRPC reads this file before its bundled roots.
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(self.ca_file),
+            "GCE_METADATA_HOST": self.metadata_host,
+            # gRPC skips the proxy for a host in no_proxy (or no_grpc_proxy), so a shell's
+            # no_proxy must not name googleapis.com; urllib reaches the metadata server directly.
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
+    def calls_to(self, name: str) -> list[DatastoreCall]:
+        """The recorded Datastore calls of one method, e.g. "Commit"."""
+        return [call for call in self.datastore_calls if call.method.rsplit("/", 1)[-1] == name]
+
+    def record(self, log: list[Any], item: object) -> None:
+        """Append to one of the records; the servers' threads write them concurrently."""
+        with self._lock:
+            log.append(item)
