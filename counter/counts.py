@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from google.cloud import datastore_v1 as ds
-
 from counter import days
+from counter import protos as ds
 from counter.batching import GroupCommit
 from counter.database import Database, KeyPath, path_of
 

@@ -1,52 +1,65 @@
-"""The Datastore client of one process: keys, a deadline on every call, and the one retry rule.
+"""The Datastore connection of one process: keys, a deadline on every call, and the one retry rule.
 
-The counter speaks to Datastore through the library's GAPIC layer (`google.cloud.datastore_v1`),
-because only it exposes property transforms; this module is the only one that makes RPCs.
+The counter speaks Datastore's gRPC API itself, with the plain protobuf messages of
+counter/protos.py, over one channel per process: to the emulator in plain text, or to Google
+with TLS and a bearer token from counter/credentials.py. Google's client library would add
+about 100 ms of imports to every cold start. This module is the only one that makes RPCs.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
+from urllib.parse import urlencode
 
-import google.auth
 import grpc
-from google.api_core import exceptions
-from google.api_core import retry as retries
-from google.cloud import datastore_v1 as ds
-from google.cloud.datastore_v1.services.datastore.transports import DatastoreGrpcTransport
 
+from counter import credentials
+from counter import protos as ds
 from counter.config import ConfigError, Settings
 
 KeyPath = tuple[tuple[str, str, int], ...]
 """A key's path as a hashable value, to find a Lookup's results by key."""
 
-# Let a channel that lost its server reconnect within a second or two instead of gRPC's default
-# backoff of up to two minutes, so the function comes back soon after the database does.
+ENDPOINT = "datastore.googleapis.com:443"
+"""Google's Datastore API."""
+
+_SERVICE = "/google.datastore.v1.Datastore/"
+
 _CHANNEL_OPTIONS = (
+    # Let a channel that lost its server reconnect within a second or two instead of gRPC's
+    # default backoff of up to two minutes, so the function comes back soon after the database.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 30_000),
+    # As Google's client: a Lookup of many keys may answer more than gRPC's default 4 MiB.
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
 )
 
 # Failures after which the database may answer again soon: the caller answers 503 with
 # Retry-After. Any other error (a refused permission, a malformed request) is a fault.
-_TRANSIENT = (
-    exceptions.DeadlineExceeded,
-    exceptions.ServiceUnavailable,
-    exceptions.ResourceExhausted,
-    exceptions.InternalServerError,
+_TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+    }
 )
 
 # ABORTED means nothing was written, so any request may be tried again. A lost answer
 # (UNAVAILABLE, DEADLINE_EXCEEDED) leaves the outcome unknown: only a request whose repetition
 # has no effect (a read, an insert that would fail the second time) may be tried again.
-_RETRY_WRITE = retries.if_exception_type(exceptions.Aborted)
-_RETRY_IDEMPOTENT = retries.if_exception_type(
-    exceptions.Aborted, exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
+_RETRY_WRITE = frozenset({grpc.StatusCode.ABORTED})
+_RETRY_IDEMPOTENT = frozenset(
+    {grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 )
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
 
 _LOOKUP_LIMIT = 1000
 """Most keys Datastore takes in one Lookup."""
@@ -58,8 +71,30 @@ class StoreUnavailable(Exception):
     """Datastore did not answer within the deadline or refused service for now."""
 
 
+class DatastoreError(Exception):
+    """Datastore refused a request: its gRPC status code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+
+
+class Aborted(DatastoreError):
+    """ABORTED: a transaction conflicted and wrote nothing; it may be tried again."""
+
+
+class AlreadyExists(DatastoreError):
+    """ALREADY_EXISTS: an insert found its key taken and wrote nothing."""
+
+
+_ERRORS: dict[grpc.StatusCode, type[DatastoreError]] = {
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+}
+
+
 class Database:
-    """One lazily created GAPIC client per process, shared by its threads, with its project."""
+    """One lazily opened gRPC channel per process, shared by its threads, with its project."""
 
     def __init__(
         self,
@@ -70,17 +105,19 @@ class Database:
         self.settings = settings
         self._interceptors = tuple(interceptors)
         self._lock = threading.Lock()
-        self._client: ds.DatastoreClient | None = None
+        self._channel: grpc.Channel | None = None
+        self._methods: dict[str, grpc.UnaryUnaryMultiCallable] = {}
+        self._routing_header: str | None = None
         self._project: str | None = None
 
     @property
-    def client(self) -> ds.DatastoreClient:
-        """The GAPIC client, created on first use (after any fork) and reused by every thread."""
-        if self._client is None:
+    def channel(self) -> grpc.Channel:
+        """The gRPC channel, opened on first use (after any fork) and shared by every thread."""
+        if self._channel is None:
             with self._lock:
-                if self._client is None:
-                    self._client = ds.DatastoreClient(transport=self._transport())
-        return self._client
+                if self._channel is None:
+                    self._channel = self._intercepted(self._open_channel())
+        return self._channel
 
     @property
     def project(self) -> str:
@@ -90,7 +127,7 @@ class Database:
             if project is None and self.settings.emulator_host:
                 raise ConfigError("GOOGLE_CLOUD_PROJECT must be set when using the emulator")
             if project is None:
-                _credentials, project = google.auth.default()
+                project = credentials.default_project(self.settings)
             if not project:
                 raise ConfigError("GOOGLE_CLOUD_PROJECT is not set and no default project found")
             self._project = project
@@ -132,17 +169,17 @@ class Database:
             mode=ds.CommitRequest.Mode.TRANSACTIONAL
             if atomic or transaction
             else ds.CommitRequest.Mode.NON_TRANSACTIONAL,
-            mutations=list(mutations),
+            mutations=mutations,
         )
         if transaction:
             request.transaction = transaction
         elif atomic:
             # Begun and committed by this one request: atomic, and no BeginTransaction RPC.
-            request.single_use_transaction = ds.TransactionOptions(
-                read_write=ds.TransactionOptions.ReadWrite()
-            )
+            request.single_use_transaction.read_write.SetInParent()
         retry_if = None if transaction else _RETRY_IDEMPOTENT if idempotent else _RETRY_WRITE
-        return self._call(self.client.commit, request, deadline=deadline, retry_if=retry_if)
+        return self._call(
+            "Commit", request, ds.CommitResponse, deadline=deadline, retry_if=retry_if
+        )
 
     def lookup(
         self, keys: Sequence[ds.Key], *, deadline: float, transaction: bytes = b""
@@ -161,9 +198,9 @@ class Database:
                 keys=pending[:_LOOKUP_LIMIT],
             )
             if transaction:
-                request.read_options = ds.ReadOptions(transaction=transaction)
+                request.read_options.transaction = transaction
             response = self._call(
-                self.client.lookup, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
+                "Lookup", request, ds.LookupResponse, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
             )
             found.update((path_of(result.entity.key), result.entity) for result in response.found)
             pending = [*response.deferred, *pending[_LOOKUP_LIMIT:]]
@@ -193,40 +230,38 @@ class Database:
             filters.append(_key_filter(ds.PropertyFilter.Operator.GREATER_THAN_OR_EQUAL, start))
         if end is not None:
             filters.append(_key_filter(ds.PropertyFilter.Operator.LESS_THAN, end))
-        query = ds.Query(kind=[ds.KindExpression(name=kind)])
-        if len(filters) == 1:
-            query.filter = filters[0]
-        elif filters:
-            query.filter = ds.Filter(
-                composite_filter=ds.CompositeFilter(
-                    op=ds.CompositeFilter.Operator.AND, filters=filters
-                )
-            )
-        if keys_only:
-            query.projection = [ds.Projection(property=ds.PropertyReference(name="__key__"))]
-        if batch_size is not None:
-            query.limit = batch_size
         request = ds.RunQueryRequest(
             project_id=self.project,
             database_id=self.settings.database,
             partition_id=self._partition(),
-            query=query,
+            query=ds.Query(kind=[ds.KindExpression(name=kind)]),
         )
+        query = request.query
+        if len(filters) == 1:
+            query.filter.CopyFrom(filters[0])
+        elif filters:
+            query.filter.composite_filter.op = ds.CompositeFilter.Operator.AND
+            query.filter.composite_filter.filters.extend(filters)
+        if keys_only:
+            query.projection.add().property.name = "__key__"
+        if batch_size is not None:
+            query.limit.value = batch_size
         if transaction:
-            request.read_options = ds.ReadOptions(transaction=transaction)
+            request.read_options.transaction = transaction
         while True:
             response = self._call(
-                self.client.run_query,
+                "RunQuery",
                 request,
+                ds.RunQueryResponse,
                 deadline=self.deadline(),
                 retry_if=_RETRY_IDEMPOTENT,
             )
             batch = response.batch
             yield from (result.entity for result in batch.entity_results)
             done = batch.more_results == ds.QueryResultBatch.MoreResultsType.NO_MORE_RESULTS
-            if done or batch.end_cursor == request.query.start_cursor:
+            if done or batch.end_cursor == query.start_cursor:
                 return
-            request.query.start_cursor = batch.end_cursor
+            query.start_cursor = batch.end_cursor
 
     def begin(self, *, deadline: float) -> bytes:
         """Begin a read-write transaction and return its id."""
@@ -234,7 +269,11 @@ class Database:
             project_id=self.project, database_id=self.settings.database
         )
         response = self._call(
-            self.client.begin_transaction, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
+            "BeginTransaction",
+            request,
+            ds.BeginTransactionResponse,
+            deadline=deadline,
+            retry_if=_RETRY_IDEMPOTENT,
         )
         return response.transaction
 
@@ -243,44 +282,68 @@ class Database:
         request = ds.RollbackRequest(
             project_id=self.project, database_id=self.settings.database, transaction=transaction
         )
-        self._call(self.client.rollback, request, deadline=deadline, retry_if=_RETRY_IDEMPOTENT)
+        self._call(
+            "Rollback", request, ds.RollbackResponse, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
+        )
 
     def _call(
         self,
-        method: Callable[..., _T],
+        method: str,
         request: object,
+        response_type: type[_T],
         *,
         deadline: float,
-        retry_if: Callable[[Exception], bool] | None,
+        retry_if: frozenset[grpc.StatusCode] | None,
     ) -> _T:
-        """Run one RPC before the deadline, retrying what retry_if accepts.
+        """Run one RPC before the deadline, again after a backoff while retry_if holds its code.
 
-        google.api_core's Retry runs the loop, but each attempt gets the time left before the
-        request's deadline from here: the GAPIC timeout would restart the full timeout for an
-        attempt begun with less than a second left, overrunning the deadline.
+        Not google.api_core's Retry: importing it loads requests, tens of milliseconds of every
+        cold start, for a loop this short. Each attempt gets exactly the time left.
         """
-
-        def attempt() -> _T:
+        call = self._method(method, type(request), response_type)
+        metadata = (("x-goog-request-params", self._routing()),)
+        backoff = _FIRST_BACKOFF
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StoreUnavailable("Datastore did not answer within the deadline")
-            return method(request=request, timeout=remaining, retry=None)
+            try:
+                return call(request, timeout=remaining, metadata=metadata)
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                if retry_if is None or code not in retry_if:
+                    if code in _TRANSIENT:
+                        raise StoreUnavailable(f"{code.name}: {details}") from exc
+                    raise _ERRORS.get(code, DatastoreError)(code, details) from exc
+                pause = random.uniform(0, backoff)
+                if time.monotonic() + pause >= deadline:
+                    raise StoreUnavailable(
+                        f"no answer within the deadline: {code.name}: {details}"
+                    ) from exc
+                time.sleep(pause)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
 
-        try:
-            if retry_if is None:
-                return attempt()
-            retry = retries.Retry(
-                predicate=retry_if,
-                initial=0.05,
-                maximum=1.0,
-                multiplier=2.0,
-                timeout=max(0.0, deadline - time.monotonic()),
+    def _method(
+        self, name: str, request_type: type, response_type: type[_T]
+    ) -> grpc.UnaryUnaryMultiCallable:
+        """The channel's callable for one of Datastore's methods, made once."""
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = self.channel.unary_unary(
+                _SERVICE + name,
+                request_serializer=request_type.SerializeToString,
+                response_deserializer=response_type.FromString,
             )
-            return retry(attempt)()
-        except exceptions.RetryError as exc:
-            raise StoreUnavailable(f"no answer within the deadline: {exc.cause}") from exc
-        except _TRANSIENT as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        return method
+
+    def _routing(self) -> str:
+        # As Google's client: the routing header names the project and a non-default database.
+        if self._routing_header is None:
+            params = {"project_id": self.project}
+            if self.settings.database:
+                params["database_id"] = self.settings.database
+            self._routing_header = urlencode(params, safe="/")
+        return self._routing_header
 
     def _partition(self) -> ds.PartitionId:
         return ds.PartitionId(
@@ -289,14 +352,15 @@ class Database:
             namespace_id=self.settings.namespace,
         )
 
-    def _transport(self) -> DatastoreGrpcTransport:
-        # The GAPIC layer does not read DATASTORE_EMULATOR_HOST the way the high-level client
-        # does, so the emulator's plain-text channel is chosen here.
+    def _open_channel(self) -> grpc.Channel:
         if self.settings.emulator_host:
-            channel = grpc.insecure_channel(self.settings.emulator_host, options=_CHANNEL_OPTIONS)
-            return DatastoreGrpcTransport(channel=self._intercepted(channel))
-        return DatastoreGrpcTransport(
-            channel=lambda *args, **kwargs: self._intercepted(_secure_channel(*args, **kwargs))
+            return grpc.insecure_channel(self.settings.emulator_host, options=_CHANNEL_OPTIONS)
+        return grpc.secure_channel(
+            ENDPOINT,
+            grpc.composite_channel_credentials(
+                grpc.ssl_channel_credentials(), credentials.call_credentials(self.settings)
+            ),
+            options=_CHANNEL_OPTIONS,
         )
 
     def _intercepted(self, channel: grpc.Channel) -> grpc.Channel:
@@ -317,11 +381,4 @@ def _key_filter(operator: ds.PropertyFilter.Operator, key: ds.Key) -> ds.Filter:
             op=operator,
             value=ds.Value(key_value=key),
         )
-    )
-
-
-def _secure_channel(*args: object, options: list | None = None, **kwargs: object) -> grpc.Channel:
-    """Google's default authenticated channel, plus this module's reconnect settings."""
-    return DatastoreGrpcTransport.create_channel(
-        *args, options=[*(options or []), *_CHANNEL_OPTIONS], **kwargs
     )

@@ -22,10 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.api_core import exceptions
-from google.cloud import datastore_v1 as ds
-
 from counter import days
+from counter import protos as ds
 from counter.counts import (
     COUNT,
     DAY_KIND,
@@ -37,7 +35,7 @@ from counter.counts import (
     added_value,
     count_of,
 )
-from counter.database import StoreUnavailable, path_of
+from counter.database import Aborted, DatastoreError, StoreUnavailable, path_of
 
 IMPORTED_FROM = "imported_from"
 """Property recording which entity a page's count was imported from, so an import runs once."""
@@ -234,7 +232,8 @@ def import_count(
         source_label = describe(source)
         if old is None:
             raise BadSource(f"no entity {source_label} to import from")
-        if "integer_value" not in old.properties.get(source_property, ds.Value()):
+        value = old.properties.get(source_property)
+        if value is None or value.WhichOneof("value_type") != "integer_value":
             raise BadSource(f"{source_label} has no integer property {source_property!r}")
         if current is not None and (
             current.properties.get(IMPORTED_FROM) == ds.Value(string_value=source_label)
@@ -243,8 +242,8 @@ def import_count(
             return ImportResult(imported=0, count=counts.read(page), already_done=True)
         amount = old.properties[source_property].integer_value
         mutation = counts.increment_mutation(page, by=amount, shard=0)
-        mutation.upsert.properties[IMPORTED_FROM] = ds.Value(string_value=source_label)
-        mutation.property_mask = ds.PropertyMask(paths=[IMPORTED_FROM])
+        mutation.upsert.properties[IMPORTED_FROM].string_value = source_label
+        mutation.property_mask.paths.append(IMPORTED_FROM)
         response = db.commit([mutation], deadline=deadline, transaction=transaction)
         count = counts.total_after(page, added_value(response, 0), deadline)
         return ImportResult(imported=amount, count=count, already_done=False)
@@ -271,10 +270,10 @@ def _in_transaction(counts: PageCounts, attempt: Callable[[bytes, float], _T]) -
         transaction = db.begin(deadline=deadline)
         try:
             return attempt(transaction, deadline)
-        except exceptions.Aborted:
+        except Aborted:
             continue  # contention with live hits; the transaction wrote nothing
         except BaseException:
-            with contextlib.suppress(exceptions.GoogleAPICallError, StoreUnavailable):
+            with contextlib.suppress(DatastoreError, StoreUnavailable):
                 db.rollback(transaction, deadline=db.deadline())
             raise
     raise StoreUnavailable("the change kept conflicting with live hits; try again")

@@ -15,12 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from google.api_core import exceptions
-from google.cloud import datastore_v1 as ds
-
 from counter import days, visitors
+from counter import protos as ds
 from counter.counts import PageCounts, Visit, added_value
-from counter.database import Database, path_of
+from counter.database import AlreadyExists, Database, path_of
 
 MARKER_KIND = "VisitMarker"
 """Kind of the short-lived markers of recent visitors; the key name is a keyed hash."""
@@ -89,7 +87,7 @@ class UniqueVisitors:
             current = found.get(path_of(marker_key))
             if current is None:
                 continue  # TTL deleted the marker just now: insert it afresh
-            expiry = current.properties[EXPIRE_AT].timestamp_value
+            expiry = _expiry(current)
             if expiry.timestamp() > now:
                 return Visit(self.counts.sum_of(found, shard_keys), counted=False, reason="repeat")
             # Expired, but TTL has not deleted it yet. Renew it together with a token named
@@ -143,7 +141,7 @@ class UniqueVisitors:
             self.db.commit(
                 [ds.Mutation(insert=entity)], deadline=self.db.deadline(), idempotent=True
             )
-        except exceptions.AlreadyExists:
+        except AlreadyExists:
             return None
         return fresh
 
@@ -165,7 +163,7 @@ class UniqueVisitors:
         previous = found.get(path_of(earlier_key))
         if not _live(previous, now):
             return None
-        expiry = previous.properties[EXPIRE_AT].timestamp_value.timestamp()
+        expiry = _expiry(previous).timestamp()
         carried = self._marker(today_key, expiry)
         self.db.commit([ds.Mutation(upsert=carried)], deadline=deadline, idempotent=True)
         return Visit(count, counted=False, reason="repeat")
@@ -180,7 +178,7 @@ class UniqueVisitors:
         counting = self.counts.increment_mutations(page, now=now)
         try:
             response = self.db.commit([*mutations, *counting], deadline=deadline, atomic=True)
-        except exceptions.AlreadyExists:
+        except AlreadyExists:
             return None
         return self.counts.total_after(page, added_value(response, len(mutations)), deadline)
 
@@ -191,9 +189,15 @@ class UniqueVisitors:
 
 def _live(marker: ds.Entity | None, now: float) -> bool:
     """Whether a marker exists and has not expired."""
-    return marker is not None and marker.properties[EXPIRE_AT].timestamp_value.timestamp() > now
+    return marker is not None and _expiry(marker).timestamp() > now
+
+
+def _expiry(entity: ds.Entity) -> datetime.datetime:
+    """When a marker or salt expires."""
+    return entity.properties[EXPIRE_AT].timestamp_value.ToDatetime(tzinfo=datetime.UTC)
 
 
 def _timestamp(seconds: float) -> ds.Value:
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    moment = ds.Timestamp()
+    moment.FromDatetime(datetime.datetime.fromtimestamp(seconds, datetime.UTC))
     return ds.Value(timestamp_value=moment, exclude_from_indexes=True)

@@ -22,11 +22,10 @@ import sys
 from typing import TextIO
 
 import google.auth.exceptions
-from google.api_core import exceptions
 
 from counter import config, days, owner, pages, store
 from counter.counts import History, PageCounts
-from counter.database import StoreUnavailable
+from counter.database import DatastoreError, StoreUnavailable
 
 DONE, NOT_DONE, BAD_INPUT = 0, 1, 2
 DEFAULT_DAYS = 30
@@ -53,8 +52,8 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         return _fail(parser, message, BAD_INPUT)
     except StoreUnavailable as exc:
         return _fail(parser, f"Datastore is unavailable: {exc}", NOT_DONE)
-    except exceptions.GoogleAPICallError as exc:
-        return _fail(parser, f"Datastore refused: {exc.message}", NOT_DONE)
+    except DatastoreError as exc:
+        return _fail(parser, f"Datastore refused: {exc}", NOT_DONE)
 
 
 def _parser(prog: str | None) -> argparse.ArgumentParser:

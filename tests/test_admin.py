@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from google.cloud import datastore_v1 as ds
 
 from conftest import ROOT, FakeClock, LiveServer, RpcCounter
 from counter import config, days, owner, store
+from counter import protos as ds
 from counter.counts import COUNT, DAY_KIND, KIND, PageCounts
 from scripts import admin
 from scripts.emulator import free_port

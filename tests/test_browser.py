@@ -22,7 +22,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from google.cloud import datastore_v1 as ds
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -35,6 +34,7 @@ from playwright.sync_api import (
 
 from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer, readme_block
 from counter import config, days, store
+from counter import protos as ds
 from counter.counts import COUNT
 from scripts.emulator import free_port
 

@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flask.testing import FlaskClient
-from google.cloud.datastore_v1.types import datastore as datastore_types
 
 from conftest import FakeClock, RpcCounter, SlowCommits
 from counter import config, days, store
+from counter import protos as ds
 from counter.counts import DAY_KIND, KIND, DayCount
 from counter.unique import MARKER_KIND
 
@@ -50,10 +50,9 @@ def history(client: FlaskClient, page: str, count: int) -> dict:
     return response.get_json()
 
 
-def written(commit: datastore_types.CommitRequest) -> list[tuple[str, str]]:
+def written(commit: ds.CommitRequest) -> list[tuple[str, str]]:
     """Kind and key name of each entity a Commit writes, in order."""
-    operations = [type(m).pb(m) for m in commit.mutations]
-    entities = [getattr(op, op.WhichOneof("operation")) for op in operations]
+    entities = [getattr(op, op.WhichOneof("operation")) for op in commit.mutations]
     return [(e.key.path[-1].kind, e.key.path[-1].name) for e in entities]
 
 
@@ -132,7 +131,7 @@ def test_every_way_of_counting_adds_to_the_day_in_the_same_commit(
     # With shards the answer is a fresh sum of them, one Lookup; otherwise the Commit's own value.
     assert rpcs.calls == (["Commit", "Lookup"] if sharded else ["Commit"])
     commit = rpcs.requests[0]
-    assert commit.mode == datastore_types.CommitRequest.Mode.TRANSACTIONAL
+    assert commit.mode == ds.CommitRequest.Mode.TRANSACTIONAL
     kinds = [kind for kind, _ in written(commit)]
     expected = [KIND, DAY_KIND] if mode != "unique-visitors" else [MARKER_KIND, KIND, DAY_KIND]
     assert kinds == expected
@@ -171,7 +170,7 @@ def test_with_history_off_a_visit_writes_only_its_total_and_days_are_refused(
 
     assert rpcs.calls == ["Commit"]
     assert written(rpcs.requests[0]) == [(KIND, page)]
-    assert rpcs.requests[0].mode == datastore_types.CommitRequest.Mode.NON_TRANSACTIONAL
+    assert rpcs.requests[0].mode == ds.CommitRequest.Mode.NON_TRANSACTIONAL
     response = function.get("/", query_string={"page": page, "days": "7"})
     assert response.status_code == 403
     assert "HISTORY" in response.get_json()["error"]["message"]

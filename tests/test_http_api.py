@@ -326,4 +326,4 @@ def test_a_fault_answers_500_with_its_traceback_logged_not_503(
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     entry = json.loads(line)
     assert entry["severity"] == "ERROR"
-    assert "InvalidArgument" in entry["stack_trace"]
+    assert "INVALID_ARGUMENT" in entry["stack_trace"]

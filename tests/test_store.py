@@ -7,10 +7,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from google.cloud import datastore_v1 as ds
 
-from conftest import SlowCommits
+from conftest import SlowCommits, rpc
 from counter import config, owner, store
+from counter import protos as ds
 from counter.counts import COUNT, KIND, PageCounts
 from counter.database import StoreUnavailable
 from scripts import import_count
@@ -31,9 +31,8 @@ def put(counts: PageCounts, key: ds.Key, **properties: ds.Value) -> None:
 
 def get(counts: PageCounts, key: ds.Key) -> ds.Entity | None:
     """Read an entity directly, bypassing the counts' own read."""
-    found = counts.db.client.lookup(
-        request=ds.LookupRequest(project_id=counts.db.project, keys=[key])
-    ).found
+    request = ds.LookupRequest(project_id=counts.db.project, keys=[key])
+    found = rpc(counts.db, "Lookup", request, ds.LookupResponse).found
     return found[0].entity if found else None
 
 

@@ -1,0 +1,137 @@
+"""On Google's platform the function is its service account: a token from the metadata server
+on every Datastore call, over TLS to Datastore's real host name, here a stand-in of Google in
+front of the emulator (google_standin.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from conftest import PROJECT, SITE, FakeClock, LiveServer
+from counter import config, credentials, store
+from google_standin import DATASTORE_TARGET, TOKEN_PATH, GoogleStandIn
+from scripts.emulator import free_port
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+@pytest.fixture
+def google(emulator_host: str, clock: FakeClock) -> Iterator[GoogleStandIn]:
+    """Google's metadata server and Datastore, standing in on loopback over the emulator."""
+    with GoogleStandIn(emulator_host, PROJECT, clock=clock) as standin:
+        yield standin
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of this test's own."""
+    return f"platform-{uuid.uuid4().hex}"
+
+
+def on_the_platform(
+    start_server: Callable[..., LiveServer], google: GoogleStandIn, namespace: str, **env: str
+) -> LiveServer:
+    """The function as Cloud Functions runs it: K_SERVICE set and no emulator."""
+    return start_server(
+        f"platform-{namespace}",
+        DATASTORE_EMULATOR_HOST="",
+        K_SERVICE="visits",
+        DATASTORE_NAMESPACE=namespace,
+        **{**google.env(), **env},
+    )
+
+
+def visit(server: LiveServer, page: str) -> requests.Response:
+    headers = {"Origin": SITE, "User-Agent": BROWSER}
+    return requests.post(server.url, params={"page": page}, headers=headers, timeout=30)
+
+
+def stored_count(emulator_host: str, namespace: str, page: str) -> int:
+    """The page's count as the emulator holds it, read past the stand-in."""
+    settings = config.Settings.from_env(
+        {
+            "DATASTORE_EMULATOR_HOST": emulator_host,
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "DATASTORE_NAMESPACE": namespace,
+        }
+    )
+    return store.build(settings).counts.read(page)
+
+
+def test_on_the_platform_visits_go_to_datastore_with_the_metadata_servers_token(
+    start_server: Callable[..., LiveServer],
+    google: GoogleStandIn,
+    namespace: str,
+    emulator_host: str,
+) -> None:
+    server = on_the_platform(start_server, google, namespace)
+
+    answers = [visit(server, "/cv") for _ in range(3)]
+
+    assert [a.json() for a in answers] == [{"count": n, "counted": True} for n in (1, 2, 3)]
+    assert stored_count(emulator_host, namespace, "/cv") == 3
+    assert google.connects == [DATASTORE_TARGET]
+    commits = google.calls_to("Commit")
+    assert len(commits) == 3
+    for call in commits:
+        assert call.header("authorization") == "Bearer token-1"
+        assert call.header("x-goog-request-params") == f"project_id={PROJECT}"
+    # One token for every call: fetched once, with the header the metadata server insists on.
+    assert [(r.path, r.headers.get("metadata-flavor")) for r in google.metadata_requests] == [
+        (TOKEN_PATH, "Google")
+    ]
+
+
+def test_a_named_database_is_in_the_routing_header(
+    start_server: Callable[..., LiveServer], google: GoogleStandIn, namespace: str
+) -> None:
+    server = on_the_platform(start_server, google, namespace, DATASTORE_DATABASE="counts-db")
+
+    visit(server, "/cv")  # the emulator has no such database; the header is what is checked
+
+    [commit] = google.calls_to("Commit")
+    assert commit.header("x-goog-request-params") == f"project_id={PROJECT}&database_id=counts-db"
+
+
+def test_without_a_metadata_server_a_visit_is_a_quick_503_and_nothing_is_written(
+    start_server: Callable[..., LiveServer],
+    google: GoogleStandIn,
+    namespace: str,
+    emulator_host: str,
+) -> None:
+    server = on_the_platform(
+        start_server, google, namespace, GCE_METADATA_HOST=f"127.0.0.1:{free_port()}"
+    )
+
+    started = time.monotonic()
+    answer = visit(server, "/cv")
+
+    assert time.monotonic() - started < 5
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == 503
+    assert int(answer.headers["Retry-After"]) > 0
+    assert google.calls_to("Commit") == []
+    assert stored_count(emulator_host, namespace, "/cv") == 0
+
+
+def test_a_token_is_kept_until_shortly_before_it_expires(google: GoogleStandIn) -> None:
+    now = [0.0]
+    token = credentials.MetadataToken(google.metadata_host, clock=lambda: now[0])
+
+    first = token.token()
+    now[0] = 3599 - 301  # google.tokens' lifetime is 3599 s; renewed 300 s before the end
+    kept = token.token()
+    now[0] = 3599 - 299
+    renewed = token.token()
+
+    assert (first, kept, renewed) == ("token-1", "token-1", "token-2")
+    assert len(google.metadata_requests) == 2
+
+
+def test_a_metadata_server_that_refuses_gives_no_token(google: GoogleStandIn) -> None:
+    with pytest.raises(credentials.TokenUnavailable, match="404"):
+        credentials.metadata(google.metadata_host, "/computeMetadata/v1/no/such/value")
