@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 
-from crawlerdetect import CrawlerDetect
-
-
-@functools.cache
-def _detector() -> CrawlerDetect:
-    return CrawlerDetect()
+from counter import bots
 
 
 def is_bot(user_agent: str | None) -> bool:
     """Crawlers, link previewers, scripts and an empty user agent are not visitors."""
     agent = (user_agent or "").strip()
-    return not agent or _detector().is_crawler(agent)
+    return not agent or bots.is_crawler(agent)
 
 
 def visitor_id(salt: bytes, address: str, user_agent: str, page: str) -> str:
