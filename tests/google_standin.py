@@ -1,7 +1,9 @@
 """A recording stand-in of the two Google endpoints a deployed function reaches, on loopback.
 
 - The metadata server (plain HTTP, as on Cloud Functions): access tokens for the default service
-  account, only for requests that say `Metadata-Flavor: Google`, and the project id.
+  account, only for requests that say `Metadata-Flavor: Google`, and the project id. The same
+  server is the OAuth token endpoint (`POST /token`) of the service-account keys that
+  `write_service_account_key` makes: Application Default Credentials away from Google.
 - Datastore over TLS: a gRPC server with a certificate for datastore.googleapis.com from a
   throwaway CA (throwaway_ca.py). It checks each call's bearer token against the tokens the
   metadata stand-in issued, then forwards the call as raw bytes to Google's Datastore emulator
@@ -17,6 +19,7 @@ channel needs default roots), so the client must be a process started with it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import itertools
 import json
@@ -26,6 +29,7 @@ import socketserver
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -36,12 +40,19 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import throwaway_ca
 
 DATASTORE_HOST = "datastore.googleapis.com"
 DATASTORE_TARGET = f"{DATASTORE_HOST}:443"
 TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+OAUTH_TOKEN_PATH = "/token"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# The audience Google's token endpoint requires of a key's signed assertion, wherever the key's
+# token_uri points.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 PROJECT_ID_PATH = "/computeMetadata/v1/project/project-id"
 # What Google answers a call whose credentials it does not accept.
 UNAUTHENTICATED_DETAILS = "Request had invalid authentication credentials."
@@ -53,6 +64,15 @@ class MetadataRequest:
 
     path: str
     headers: dict[str, str]
+    status: int
+
+
+@dataclass(frozen=True)
+class OAuthGrant:
+    """One token request to the OAuth endpoint: its grant type and the assertion's claims."""
+
+    grant_type: str
+    claims: dict[str, Any]
     status: int
 
 
@@ -136,8 +156,31 @@ class _MetadataHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:
+        """The OAuth token endpoint: a token for a JWT-bearer grant, as Google's answers it."""
+        standin = self.server.standin
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        grant_type = form.get("grant_type", [""])[0]
+        claims = _jwt_claims(form.get("assertion", [""])[0])
+        if self.path != OAUTH_TOKEN_PATH:
+            status, answer = HTTPStatus.NOT_FOUND, {"error": "not_found"}
+        elif grant_type != JWT_BEARER or claims.get("aud") != GOOGLE_TOKEN_AUDIENCE:
+            status, answer = HTTPStatus.BAD_REQUEST, {"error": "invalid_grant"}
+        else:
+            token, expires_in = standin.tokens.issue()
+            status = HTTPStatus.OK
+            answer = {"access_token": token, "expires_in": expires_in, "token_type": "Bearer"}
+        standin.record(standin.oauth_grants, OAuthGrant(grant_type, claims, status))
+        body = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: metadata_requests is the log."""
+        """Quiet: metadata_requests and oauth_grants are the log."""
 
 
 class _DatastoreForwarder(grpc.GenericRpcHandler):
@@ -244,6 +287,7 @@ class GoogleStandIn:
         self.project = project
         self.tokens = TokenIssuer(expires_in=expires_in, clock=clock)
         self.metadata_requests: list[MetadataRequest] = []
+        self.oauth_grants: list[OAuthGrant] = []
         self.datastore_calls: list[DatastoreCall] = []
         self.connects: list[str] = []
         self.stopping = threading.Event()
@@ -300,6 +344,11 @@ class GoogleStandIn:
         return f"127.0.0.1:{self._metadata.server_address[1]}"
 
     @property
+    def oauth_token_uri(self) -> str:
+        """The token_uri of keys whose tokens come from this stand-in."""
+        return f"http://{self.metadata_host}{OAUTH_TOKEN_PATH}"
+
+    @property
     def proxy_port(self) -> int:
         """The loopback port of the CONNECT proxy."""
         return self._proxy.server_address[1]
@@ -331,3 +380,31 @@ class GoogleStandIn:
         """Append to one of the records; the servers' threads write them concurrently."""
         with self._lock:
             log.append(item)
+
+
+def write_service_account_key(path: Path, *, project: str, email: str, token_uri: str) -> Path:
+    """A throwaway service-account key file whose tokens come from token_uri."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    document = {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "throwaway",
+        "private_key": pem.decode(),
+        "client_email": email,
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _jwt_claims(assertion: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified: the stand-in checks what was asked, not who signed."""
+    try:
+        payload = assertion.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}

@@ -32,11 +32,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 import throwaway_ca
 from cloud_standin import ROUTES, TLS_ONLY, Call, StandIn
+from google_standin import write_service_account_key
 
 ROOT = Path(__file__).resolve().parent.parent
 GCLOUD = shutil.which("gcloud")
@@ -179,27 +177,12 @@ class Cloud:
 
     def _make_key(self) -> Path:
         """A throwaway service-account key whose tokens come from the stand-in."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+        return write_service_account_key(
+            self.home / "deployer-key.json",
+            project=self.project,
+            email=self.account,
+            token_uri=TOKEN_URI,
         )
-        path = self.home / "deployer-key.json"
-        path.write_text(
-            json.dumps(
-                {
-                    "type": "service_account",
-                    "project_id": self.project,
-                    "private_key_id": "throwaway",
-                    "private_key": pem.decode(),
-                    "client_email": self.account,
-                    "client_id": "1",
-                    "token_uri": TOKEN_URI,
-                }
-            )
-        )
-        return path
 
     def env(self, **overrides: str | None) -> dict[str, str]:
         """deploy.sh's environment; a name set to None is removed."""

@@ -4,16 +4,27 @@ front of the emulator (google_standin.py)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import PROJECT, SITE, FakeClock, LiveServer
+from conftest import PROJECT, ROOT, SITE, FakeClock, LiveServer
 from counter import config, credentials, store
-from google_standin import DATASTORE_TARGET, TOKEN_PATH, GoogleStandIn
+from google_standin import (
+    DATASTORE_TARGET,
+    JWT_BEARER,
+    TOKEN_PATH,
+    GoogleStandIn,
+    write_service_account_key,
+)
 from scripts.emulator import free_port
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -135,3 +146,55 @@ def test_a_token_is_kept_until_shortly_before_it_expires(google: GoogleStandIn) 
 def test_a_metadata_server_that_refuses_gives_no_token(google: GoogleStandIn) -> None:
     with pytest.raises(credentials.TokenUnavailable, match="404"):
         credentials.metadata(google.metadata_host, "/computeMetadata/v1/no/such/value")
+
+
+def test_away_from_google_the_owner_tools_sign_in_with_application_default_credentials(
+    google: GoogleStandIn, namespace: str, emulator_host: str, tmp_path: Path
+) -> None:
+    seeded = store.build(
+        config.Settings.from_env(
+            {
+                "DATASTORE_EMULATOR_HOST": emulator_host,
+                "GOOGLE_CLOUD_PROJECT": PROJECT,
+                "DATASTORE_NAMESPACE": namespace,
+            }
+        )
+    ).counts
+    for _ in range(2):
+        seeded.increment("/cv")
+    owner = f"owner@{PROJECT}.iam.gserviceaccount.com"
+    key = write_service_account_key(
+        tmp_path / "key.json", project=PROJECT, email=owner, token_uri=google.oauth_token_uri
+    )
+    # The owner's machine: a key in GOOGLE_APPLICATION_CREDENTIALS, no emulator, no K_SERVICE.
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in config.ENV_NAMES and k != "GOOGLE_APPLICATION_CREDENTIALS"
+    }
+    env = {
+        **inherited,
+        **google.env(),
+        "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "DATASTORE_NAMESPACE": namespace,
+    }
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "scripts.admin", "list", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [{"page": "/cv", "count": 2}]
+    [grant] = google.oauth_grants
+    assert grant.grant_type == JWT_BEARER
+    assert grant.claims["iss"] == owner
+    assert "https://www.googleapis.com/auth/datastore" in grant.claims["scope"].split()
+    assert google.calls_to("RunQuery")
+    assert {call.header("authorization") for call in google.datastore_calls} == {"Bearer token-1"}
+    assert google.metadata_requests == []  # away from Google the metadata server is not asked
