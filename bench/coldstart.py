@@ -5,20 +5,37 @@ the emulator stays outside the cap. A run spawns the public CLI, POSTs every 5 m
 first 200 (the first counted visit), then sends sequential warm hits and divides the server's
 CPU time by them. Runs interleave the functions and tiers; the report takes medians.
 
+A fourth contender is this function as it runs on Google: `K_SERVICE` set, its token from a
+metadata server and Datastore over TLS under Google's host name, through the tests' stand-in of
+Google (tests/google_standin.py) in front of the same emulator. It shows what the credentials
+and the TLS handshake add; the stand-in, like the emulator, runs outside the cap.
+
 `python -m bench.coldstart --also before=/path/to/checkout` adds another checkout's main.py as
-a fourth contender in the same interleaved runs.
+one more contender in the same interleaved runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import load, report
-from bench.servers import BARE, FUNCTIONS, PRODUCT, CpuCap, Server, emulator, function_env
+from bench.servers import (
+    BARE,
+    FUNCTIONS,
+    PRODUCT,
+    PROJECT,
+    ROOT,
+    CpuCap,
+    Server,
+    emulator,
+    function_env,
+)
 from counter import config, store
 
 TIERS = (0.167, 0.583, 1.0)
@@ -28,18 +45,36 @@ CONTENDERS = {
     "usual get + put": ("classic", FUNCTIONS),
     "this function": ("visits", PRODUCT),
 }
+AS_ON_GOOGLE = "this function, as on Google"
 
 
 def measure(
     emulator_host: str, *, runs: int, warm_hits: int, also: dict[str, Path] | None = None
 ) -> list[dict]:
     """Every contender at every tier, `runs` times, interleaved; one row per start."""
-    contenders = {**CONTENDERS, **{name: ("visits", path) for name, path in (also or {}).items()}}
+    contenders = {
+        **CONTENDERS,
+        AS_ON_GOOGLE: ("visits", PRODUCT),
+        **{name: ("visits", path) for name, path in (also or {}).items()},
+    }
     for _, source in contenders.values():  # as Google's buildpack does: `compileall` the source
         compileall.compile_file(source, quiet=1)
         if (source.parent / "counter").is_dir():
             compileall.compile_dir(source.parent / "counter", quiet=1)
     env = function_env(emulator_host)
+    with _google(emulator_host) as on_google:
+        return _interleave(contenders, env, on_google, runs=runs, warm_hits=warm_hits)
+
+
+def _interleave(
+    contenders: dict[str, tuple[str, Path]],
+    env: dict[str, str],
+    on_google: dict[str, str],
+    *,
+    runs: int,
+    warm_hits: int,
+) -> list[dict]:
+    """Start each contender at each tier in turn, run after run, after warming the emulator."""
     counts = store.build(config.Settings.from_env(env)).counts
     for _ in range(100):  # a fresh emulator is slow over its first calls
         counts.increment("/cold/warm-up")
@@ -50,7 +85,8 @@ def measure(
         for cpus in TIERS:
             for name, (target, source) in contenders.items():
                 page = f"/cold/{stamp}/{len(rows)}"
-                row = _start(target, source, env, cpus, page, warm_hits)
+                chosen = on_google if name == AS_ON_GOOGLE else env
+                row = _start(target, source, chosen, cpus, page, warm_hits)
                 rows.append({"function": name, "cpus": cpus, "run": run, **row})
                 print(
                     f"  {cpus:5.3f} vCPU  {name:<26} first visit {row['first_s']:5.2f} s"
@@ -58,6 +94,21 @@ def measure(
                     flush=True,
                 )
     return rows
+
+
+@contextlib.contextmanager
+def _google(emulator_host: str) -> Iterator[dict[str, str]]:
+    """A server environment as on Cloud Functions, reaching the emulator through the stand-in."""
+    sys.path.insert(0, str(ROOT / "tests"))  # the stand-in of Google lives with the tests
+    from google_standin import GoogleStandIn
+
+    with GoogleStandIn(emulator_host, PROJECT) as google:
+        yield {
+            **function_env(""),
+            **google.env(),
+            "DATASTORE_EMULATOR_HOST": "",
+            "K_SERVICE": "visits",
+        }
 
 
 def _start(

@@ -1,10 +1,13 @@
-"""Who the function is to Google: a bearer token on every Datastore call.
+"""Who the function is to Google: the bearer token every Datastore call carries.
 
 On Cloud Functions (and Cloud Run) the token is the function's service account's, from the
 metadata server, fetched with the standard library and kept until shortly before it expires:
 google-auth would import requests and cryptography first, tens of milliseconds of every cold
 start. Anywhere else (an owner's machine, CI with a key) Application Default Credentials
 decide, through google-auth, where start-up time does not matter.
+
+The token goes into each call's metadata from the caller's thread rather than through gRPC's
+call credentials, whose callback runs on a thread of gRPC's own: about 0.4 ms of CPU per call.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-
-import grpc
+from typing import Protocol
 
 from counter.config import Settings
 
@@ -28,10 +30,16 @@ _RENEW_BEFORE_SECONDS = 300
 
 
 class TokenUnavailable(Exception):
-    """The metadata server did not give what was asked."""
+    """No token could be had for now: the metadata server or the token endpoint failed."""
 
 
-class MetadataToken(grpc.AuthMetadataPlugin):
+class TokenSource(Protocol):
+    """Gives a token valid for a while yet."""
+
+    def token(self) -> str: ...
+
+
+class MetadataToken:
     """The service account's access token from the metadata server, shared by every call."""
 
     def __init__(self, host: str, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -40,17 +48,6 @@ class MetadataToken(grpc.AuthMetadataPlugin):
         self._lock = threading.Lock()
         self._token = ""
         self._renew_at = 0.0
-
-    def __call__(
-        self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback
-    ) -> None:
-        """Give gRPC the authorization header, or the error that fails the call."""
-        try:
-            token = self.token()
-        except (OSError, TokenUnavailable) as exc:
-            callback((), exc)
-            return
-        callback((("authorization", f"Bearer {token}"),), None)
 
     def token(self) -> str:
         """A token valid for a while yet; one fetch at a time, however many calls wait on it."""
@@ -62,7 +59,10 @@ class MetadataToken(grpc.AuthMetadataPlugin):
             return self._token
 
     def _fetch(self) -> tuple[str, float]:
-        body = metadata(self.host, TOKEN_PATH)
+        try:
+            body = metadata(self.host, TOKEN_PATH)
+        except OSError as exc:
+            raise TokenUnavailable(f"metadata server unreachable: {exc}") from exc
         try:
             answer = json.loads(body)
             return str(answer["access_token"]), float(answer["expires_in"])
@@ -70,16 +70,34 @@ class MetadataToken(grpc.AuthMetadataPlugin):
             raise TokenUnavailable(f"metadata server's token answer is malformed: {exc}") from exc
 
 
-def call_credentials(settings: Settings) -> grpc.CallCredentials:
-    """The bearer token every Datastore call carries, from where the function runs."""
-    if settings.service:
-        return grpc.metadata_call_credentials(MetadataToken(settings.metadata_host))
-    from google.auth.transport import grpc as google_grpc
-    from google.auth.transport import requests as google_requests
+class DefaultCredentialsToken:
+    """Application Default Credentials' access token, through google-auth, renewed as needed."""
 
-    credentials, _project = _default_credentials()
-    plugin = google_grpc.AuthMetadataPlugin(credentials, google_requests.Request())
-    return grpc.metadata_call_credentials(plugin)
+    def __init__(self) -> None:
+        from google.auth.transport import requests as google_requests
+
+        self._credentials, _project = _default_credentials()
+        self._request = google_requests.Request()
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        """A token valid for a while yet, refreshed when google-auth says it no longer is."""
+        import google.auth.exceptions
+
+        with self._lock:
+            if not self._credentials.valid:
+                try:
+                    self._credentials.refresh(self._request)
+                except google.auth.exceptions.GoogleAuthError as exc:
+                    raise TokenUnavailable(f"no token from the credentials: {exc}") from exc
+            return self._credentials.token
+
+
+def token_source(settings: Settings) -> TokenSource:
+    """Where the function's tokens come from, by where it runs."""
+    if settings.service:
+        return MetadataToken(settings.metadata_host)
+    return DefaultCredentialsToken()
 
 
 def default_project(settings: Settings) -> str | None:

@@ -106,6 +106,7 @@ class Database:
         self._interceptors = tuple(interceptors)
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
+        self._tokens: credentials.TokenSource | None = None
         self._methods: dict[str, grpc.UnaryUnaryMultiCallable] = {}
         self._routing_header: str | None = None
         self._project: str | None = None
@@ -116,6 +117,8 @@ class Database:
         if self._channel is None:
             with self._lock:
                 if self._channel is None:
+                    if not self.settings.emulator_host:
+                        self._tokens = credentials.token_source(self.settings)
                     self._channel = self._intercepted(self._open_channel())
         return self._channel
 
@@ -301,14 +304,13 @@ class Database:
         cold start, for a loop this short. Each attempt gets exactly the time left.
         """
         call = self._method(method, type(request), response_type)
-        metadata = (("x-goog-request-params", self._routing()),)
         backoff = _FIRST_BACKOFF
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StoreUnavailable("Datastore did not answer within the deadline")
             try:
-                return call(request, timeout=remaining, metadata=metadata)
+                return call(request, timeout=remaining, metadata=self._metadata())
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
                 if retry_if is None or code not in retry_if:
@@ -336,6 +338,17 @@ class Database:
             )
         return method
 
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call carries: the routing header, and on Google the bearer token."""
+        routing = ("x-goog-request-params", self._routing())
+        if self._tokens is None:
+            return (routing,)
+        try:
+            token = self._tokens.token()
+        except credentials.TokenUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return routing, ("authorization", f"Bearer {token}")
+
     def _routing(self) -> str:
         # As Google's client: the routing header names the project and a non-default database.
         if self._routing_header is None:
@@ -355,13 +368,7 @@ class Database:
     def _open_channel(self) -> grpc.Channel:
         if self.settings.emulator_host:
             return grpc.insecure_channel(self.settings.emulator_host, options=_CHANNEL_OPTIONS)
-        return grpc.secure_channel(
-            ENDPOINT,
-            grpc.composite_channel_credentials(
-                grpc.ssl_channel_credentials(), credentials.call_credentials(self.settings)
-            ),
-            options=_CHANNEL_OPTIONS,
-        )
+        return grpc.secure_channel(ENDPOINT, grpc.ssl_channel_credentials(), _CHANNEL_OPTIONS)
 
     def _intercepted(self, channel: grpc.Channel) -> grpc.Channel:
         if not self._interceptors:
