@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from counter import config, limits, store
 from counter import protos as ds
 from counter.database import Database
+from google_standin import GoogleStandIn
 from scripts.emulator import Emulator, EmulatorError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,20 @@ def client(app: flask.Flask, env: Callable[..., None]) -> flask.testing.FlaskCli
 def page() -> str:
     """A page no other test has counted."""
     return f"/test/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A Datastore namespace no other test writes to."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def standin(emulator_host: str, clock: FakeClock) -> Iterator[GoogleStandIn]:
+    """Google's metadata server and Datastore (over TLS) on loopback, in front of the suite's
+    emulator, on a clock the test moves by hand."""
+    with GoogleStandIn(emulator_host, PROJECT, clock=clock) as server:
+        yield server
 
 
 class RpcCounter(grpc.UnaryUnaryClientInterceptor):

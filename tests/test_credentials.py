@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import PROJECT, ROOT, SITE, FakeClock, LiveServer
+from conftest import PROJECT, ROOT, SITE, LiveServer
 from counter import config, credentials, store
 from google_standin import (
     DATASTORE_TARGET,
@@ -30,21 +29,8 @@ from scripts.emulator import free_port
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 
 
-@pytest.fixture
-def google(emulator_host: str, clock: FakeClock) -> Iterator[GoogleStandIn]:
-    """Google's metadata server and Datastore, standing in on loopback over the emulator."""
-    with GoogleStandIn(emulator_host, PROJECT, clock=clock) as standin:
-        yield standin
-
-
-@pytest.fixture
-def namespace() -> str:
-    """A namespace of this test's own."""
-    return f"platform-{uuid.uuid4().hex}"
-
-
 def on_the_platform(
-    start_server: Callable[..., LiveServer], google: GoogleStandIn, namespace: str, **env: str
+    start_server: Callable[..., LiveServer], standin: GoogleStandIn, namespace: str, **env: str
 ) -> LiveServer:
     """The function as Cloud Functions runs it: K_SERVICE set and no emulator."""
     return start_server(
@@ -52,7 +38,7 @@ def on_the_platform(
         DATASTORE_EMULATOR_HOST="",
         K_SERVICE="visits",
         DATASTORE_NAMESPACE=namespace,
-        **{**google.env(), **env},
+        **{**standin.env(), **env},
     )
 
 
@@ -75,47 +61,47 @@ def stored_count(emulator_host: str, namespace: str, page: str) -> int:
 
 def test_on_the_platform_visits_go_to_datastore_with_the_metadata_servers_token(
     start_server: Callable[..., LiveServer],
-    google: GoogleStandIn,
+    standin: GoogleStandIn,
     namespace: str,
     emulator_host: str,
 ) -> None:
-    server = on_the_platform(start_server, google, namespace)
+    server = on_the_platform(start_server, standin, namespace)
 
     answers = [visit(server, "/cv") for _ in range(3)]
 
     assert [a.json() for a in answers] == [{"count": n, "counted": True} for n in (1, 2, 3)]
     assert stored_count(emulator_host, namespace, "/cv") == 3
-    assert google.connects == [DATASTORE_TARGET]
-    commits = google.calls_to("Commit")
+    assert standin.connects == [DATASTORE_TARGET]
+    commits = standin.calls_to("Commit")
     assert len(commits) == 3
     for call in commits:
         assert call.header("authorization") == "Bearer token-1"
         assert call.header("x-goog-request-params") == f"project_id={PROJECT}"
     # One token for every call: fetched once, with the header the metadata server insists on.
-    assert [(r.path, r.headers.get("metadata-flavor")) for r in google.metadata_requests] == [
+    assert [(r.path, r.headers.get("metadata-flavor")) for r in standin.metadata_requests] == [
         (TOKEN_PATH, "Google")
     ]
 
 
 def test_a_named_database_is_in_the_routing_header(
-    start_server: Callable[..., LiveServer], google: GoogleStandIn, namespace: str
+    start_server: Callable[..., LiveServer], standin: GoogleStandIn, namespace: str
 ) -> None:
-    server = on_the_platform(start_server, google, namespace, DATASTORE_DATABASE="counts-db")
+    server = on_the_platform(start_server, standin, namespace, DATASTORE_DATABASE="counts-db")
 
     visit(server, "/cv")  # the emulator has no such database; the header is what is checked
 
-    [commit] = google.calls_to("Commit")
+    [commit] = standin.calls_to("Commit")
     assert commit.header("x-goog-request-params") == f"project_id={PROJECT}&database_id=counts-db"
 
 
 def test_without_a_metadata_server_a_visit_is_a_quick_503_and_nothing_is_written(
     start_server: Callable[..., LiveServer],
-    google: GoogleStandIn,
+    standin: GoogleStandIn,
     namespace: str,
     emulator_host: str,
 ) -> None:
     server = on_the_platform(
-        start_server, google, namespace, GCE_METADATA_HOST=f"127.0.0.1:{free_port()}"
+        start_server, standin, namespace, GCE_METADATA_HOST=f"127.0.0.1:{free_port()}"
     )
 
     started = time.monotonic()
@@ -125,31 +111,31 @@ def test_without_a_metadata_server_a_visit_is_a_quick_503_and_nothing_is_written
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == 503
     assert int(answer.headers["Retry-After"]) > 0
-    assert google.calls_to("Commit") == []
+    assert standin.calls_to("Commit") == []
     assert stored_count(emulator_host, namespace, "/cv") == 0
 
 
-def test_a_token_is_kept_until_shortly_before_it_expires(google: GoogleStandIn) -> None:
+def test_a_token_is_kept_until_shortly_before_it_expires(standin: GoogleStandIn) -> None:
     now = [0.0]
-    token = credentials.MetadataToken(google.metadata_host, clock=lambda: now[0])
+    token = credentials.MetadataToken(standin.metadata_host, clock=lambda: now[0])
 
     first = token.token()
-    now[0] = 3599 - 301  # google.tokens' lifetime is 3599 s; renewed 300 s before the end
+    now[0] = 3599 - 301  # standin.tokens' lifetime is 3599 s; renewed 300 s before the end
     kept = token.token()
     now[0] = 3599 - 299
     renewed = token.token()
 
     assert (first, kept, renewed) == ("token-1", "token-1", "token-2")
-    assert len(google.metadata_requests) == 2
+    assert len(standin.metadata_requests) == 2
 
 
-def test_a_metadata_server_that_refuses_gives_no_token(google: GoogleStandIn) -> None:
+def test_a_metadata_server_that_refuses_gives_no_token(standin: GoogleStandIn) -> None:
     with pytest.raises(credentials.TokenUnavailable, match="404"):
-        credentials.metadata(google.metadata_host, "/computeMetadata/v1/no/such/value")
+        credentials.metadata(standin.metadata_host, "/computeMetadata/v1/no/such/value")
 
 
 def test_away_from_google_the_owner_tools_sign_in_with_application_default_credentials(
-    google: GoogleStandIn, namespace: str, emulator_host: str, tmp_path: Path
+    standin: GoogleStandIn, namespace: str, emulator_host: str, tmp_path: Path
 ) -> None:
     seeded = store.build(
         config.Settings.from_env(
@@ -164,7 +150,7 @@ def test_away_from_google_the_owner_tools_sign_in_with_application_default_crede
         seeded.increment("/cv")
     owner = f"owner@{PROJECT}.iam.gserviceaccount.com"
     key = write_service_account_key(
-        tmp_path / "key.json", project=PROJECT, email=owner, token_uri=google.oauth_token_uri
+        tmp_path / "key.json", project=PROJECT, email=owner, token_uri=standin.oauth_token_uri
     )
     # The owner's machine: a key in GOOGLE_APPLICATION_CREDENTIALS, no emulator, no K_SERVICE.
     inherited = {
@@ -174,7 +160,7 @@ def test_away_from_google_the_owner_tools_sign_in_with_application_default_crede
     }
     env = {
         **inherited,
-        **google.env(),
+        **standin.env(),
         "GOOGLE_APPLICATION_CREDENTIALS": str(key),
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "DATASTORE_NAMESPACE": namespace,
@@ -191,10 +177,10 @@ def test_away_from_google_the_owner_tools_sign_in_with_application_default_crede
 
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == [{"page": "/cv", "count": 2}]
-    [grant] = google.oauth_grants
+    [grant] = standin.oauth_grants
     assert grant.grant_type == JWT_BEARER
     assert grant.claims["iss"] == owner
     assert "https://www.googleapis.com/auth/datastore" in grant.claims["scope"].split()
-    assert google.calls_to("RunQuery")
-    assert {call.header("authorization") for call in google.datastore_calls} == {"Bearer token-1"}
-    assert google.metadata_requests == []  # away from Google the metadata server is not asked
+    assert standin.calls_to("RunQuery")
+    assert {call.header("authorization") for call in standin.datastore_calls} == {"Bearer token-1"}
+    assert standin.metadata_requests == []  # away from Google the metadata server is not asked

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -37,19 +35,6 @@ LOOKUP = "/google.datastore.v1.Datastore/Lookup"
 COMMIT = "/google.datastore.v1.Datastore/Commit"
 # Variables by which the shell could steer a client elsewhere; each run sets its own.
 PROXY_NAMES = {"grpc_proxy", "https_proxy", "http_proxy", "no_grpc_proxy", "no_proxy"}
-
-
-@pytest.fixture
-def standin(emulator_host: str, clock: FakeClock) -> Iterator[GoogleStandIn]:
-    """A stand-in in front of the suite's emulator, on a clock the test moves by hand."""
-    with GoogleStandIn(emulator_host, PROJECT, clock=clock) as server:
-        yield server
-
-
-@pytest.fixture
-def namespace() -> str:
-    """A namespace no other test writes to."""
-    return f"standin-{uuid.uuid4().hex}"
 
 
 def run_client(
