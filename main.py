@@ -11,8 +11,8 @@ import functions_framework
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from counter import addresses, badge, config, counting, days, limits, logs, pages, store
-from counter.database import StoreUnavailable
+from counter import addresses, badge, config, days, instance, limits, logs, pages, visit_rules
+from counter.datastore import StoreUnavailable
 from counter.responses import (
     ALLOWED_METHODS,
     PREFLIGHT_MAX_AGE,
@@ -102,7 +102,7 @@ def _handle(
         raise HttpError(403, "this origin may not use the counter; see ALLOWED_ORIGINS")
     if method == "OPTIONS":
         return _options(request)
-    caller = counting.Caller(
+    caller = visit_rules.Caller(
         addresses.client(
             request.headers.get("X-Forwarded-For"),
             request.remote_addr,
@@ -128,7 +128,7 @@ def _handle(
 def _respond(
     request: flask.Request,
     settings: config.Settings,
-    caller: counting.Caller,
+    caller: visit_rules.Caller,
     log: dict[str, object],
 ) -> flask.Response:
     if request.path == BADGE_PATH:
@@ -136,7 +136,7 @@ def _respond(
     page = _page(request, settings)
     log["page"] = page
     history_days = _days(request, settings)
-    counter = store.for_settings(settings)
+    counter = instance.for_settings(settings)
     method = request.method
     if history_days is not None:
         if method == "POST":
@@ -150,7 +150,7 @@ def _respond(
         count = counter.counts.read(page)
         log["count"] = count
         return json_response(200, {"count": count})
-    visit = counting.visit(settings, counter, page, caller)
+    visit = visit_rules.visit(settings, counter, page, caller)
     answer: dict[str, object] = {"count": visit.count, "counted": visit.counted}
     if visit.reason is not None:
         answer["reason"] = visit.reason  # so a tester sees why, not a counter that seems stuck
@@ -158,7 +158,9 @@ def _respond(
     return json_response(200, answer)
 
 
-def _history(counter: store.Store, page: str, count: int, log: dict[str, object]) -> flask.Response:
+def _history(
+    counter: instance.Store, page: str, count: int, log: dict[str, object]
+) -> flask.Response:
     history = counter.counts.read_days(page, count)
     log["count"] = history.total
     per_day = [{"date": day.date, "count": day.count} for day in history.days]
@@ -179,8 +181,10 @@ def _badge(
         raise HttpError(403, "counting from a badge is off; see BADGE_COUNTS")
     page = _page(request, settings)
     log["page"] = page
-    counter = store.for_settings(settings)
-    count = counting.hit(settings, counter, page).count if counts_hit else counter.counts.read(page)
+    counter = instance.for_settings(settings)
+    count = (
+        visit_rules.hit(settings, counter, page).count if counts_hit else counter.counts.read(page)
+    )
     log["count"] = count
     return flask.Response(
         badge.render(text, count, fill), 200, _BADGE_HEADERS, mimetype="image/svg+xml"

@@ -36,7 +36,7 @@ from bench.servers import (
     emulator,
     function_env,
 )
-from counter import config, store
+from counter import config, instance
 
 TIERS = (0.167, 0.583, 1.0)
 """vCPU of 256 MiB, 1 GiB and 2 GiB (or --cpu=1) functions (Cloud Functions' memory page)."""
@@ -75,7 +75,7 @@ def _interleave(
     warm_hits: int,
 ) -> list[dict]:
     """Start each contender at each tier in turn, run after run, after warming the emulator."""
-    counts = store.build(config.Settings.from_env(env)).counts
+    counts = instance.build(config.Settings.from_env(env)).counts
     for _ in range(100):  # a fresh emulator is slow over its first calls
         counts.increment("/cold/warm-up")
         counts.read("/cold/warm-up")

@@ -118,10 +118,10 @@ def in_process(
 
 def _direct(page: str) -> Callable[[int], int]:
     """The product's own increment, shared client and all, with no HTTP in between."""
-    from counter import config, store
-    from counter.database import StoreUnavailable
+    from counter import config, instance
+    from counter.datastore import StoreUnavailable
 
-    counts = store.build(config.Settings.from_env(os.environ)).counts
+    counts = instance.build(config.Settings.from_env(os.environ)).counts
     for _ in range(WARM_UP_HITS):  # the channel and the first calls, before timing
         counts.increment(f"{page}/warm-up")
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from bench import coldstart, load, report
 from bench.door import RpcDoor
 from bench.servers import FUNCTIONS, PRODUCT, ROOT, CpuCap, Server, emulator, function_env
-from counter import config, store
+from counter import config, instance
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -150,7 +150,9 @@ def _measure(
     level = _drive(door, server, page, clients, args.hits, args.seconds)
     if server:  # hits whose clients gave up may still be running: their work is this level's
         _settle(server)
-    reader = store.for_settings(config.Settings.from_env(function_env(host, **strategy.settings)))
+    reader = instance.for_settings(
+        config.Settings.from_env(function_env(host, **strategy.settings))
+    )
     return {
         **level,
         "rpcs": door.rpcs - rpcs - level.get("warm_up_hits", 0),

@@ -84,3 +84,9 @@ def is_crawler(user_agent: str) -> bool:
     if agent.isascii():
         return _rule().matches(agent)
     return get_compiled_crawler_regex().search(agent) is not None
+
+
+def is_bot(user_agent: str | None) -> bool:
+    """Crawlers, link previewers, scripts and an empty user agent are not visitors."""
+    agent = (user_agent or "").strip()
+    return not agent or is_crawler(agent)

@@ -21,7 +21,7 @@ MAX_UNIQUE_WINDOW_SECONDS = 86_400
 """Longest unique-visitor window: visitor hashes are salted per UTC day, and a visit is checked
 against today's salt and yesterday's, so a window of up to one day is honoured across midnight."""
 
-Deploy = Literal["passed-on", "set-by-deploy", "local-only", "platform"]
+Deploy = Literal["passed-on", "set-by-deploy", "local-only"]
 
 
 class ConfigError(ValueError):
@@ -33,8 +33,8 @@ def setting(
 ) -> Any:
     """A Settings field read from the variable `env` with `parse`; `default` when unset or empty.
 
-    deploy says how deploy.sh treats it: passed on when set, set by deploy.sh itself, only
-    meaningful on a developer's machine, or set by Google's platform and never by anyone else.
+    deploy says how deploy.sh treats it: passed on when set, set by deploy.sh itself, or only
+    meaningful on a developer's machine.
     """
     return dataclasses.field(
         default=default, metadata={"env": env, "parse": parse, "deploy": deploy}
@@ -145,15 +145,8 @@ class Settings:
     daily_write_limit: int = setting("DAILY_WRITE_LIMIT", 0, _integer(0, 1_000_000_000))
     badge_counts: bool = setting("BADGE_COUNTS", False, _flag)
     shards: int = setting("COUNTER_SHARDS", 1, _integer(1, 100))
-    coalesce: bool = setting("COALESCE_HITS", False, _flag)
     history: bool = setting("HISTORY", True, _flag)
     emulator_host: str | None = setting("DATASTORE_EMULATOR_HOST", None, _text, deploy="local-only")
-    service: str | None = setting("K_SERVICE", None, _text, deploy="platform")
-    """Set by Cloud Functions (2nd gen) and Cloud Run: the function's identity is then the
-    metadata server's to give."""
-    metadata_host: str = setting(
-        "GCE_METADATA_HOST", "metadata.google.internal", _text, deploy="platform"
-    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -22,10 +22,11 @@ import sys
 from typing import TextIO
 
 import google.auth.exceptions
+from google.api_core.exceptions import GoogleAPICallError
 
-from counter import config, days, owner, pages, store
-from counter.counts import History, PageCounts
-from counter.database import DatastoreError, StoreUnavailable
+from counter import config, days, instance, owner, owner_changes, pages
+from counter.datastore import StoreUnavailable
+from counter.page_counts import History, PageCounts
 
 DONE, NOT_DONE, BAD_INPUT = 0, 1, 2
 DEFAULT_DAYS = 30
@@ -40,19 +41,19 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     parser = _parser(prog)
     args = parser.parse_args(argv)
     try:
-        counts = store.build(config.settings()).counts
+        counts = instance.build(config.settings()).counts
         return args.run(counts, args)
-    except (BadInput, owner.UnknownPage, owner.BadSource, config.ConfigError) as exc:
+    except (BadInput, owner.UnknownPage, owner_changes.BadSource, config.ConfigError) as exc:
         return _fail(parser, exc, BAD_INPUT)
-    except google.auth.exceptions.DefaultCredentialsError:
-        message = (
-            "no Google credentials found: run `gcloud auth application-default login`, "
-            "or set DATASTORE_EMULATOR_HOST to use the emulator"
-        )
-        return _fail(parser, message, BAD_INPUT)
     except StoreUnavailable as exc:
+        if isinstance(exc.__cause__, google.auth.exceptions.DefaultCredentialsError):
+            message = (
+                "no Google credentials found: run `gcloud auth application-default login`, "
+                "or set DATASTORE_EMULATOR_HOST to use the emulator"
+            )
+            return _fail(parser, message, BAD_INPUT)
         return _fail(parser, f"Datastore is unavailable: {exc}", NOT_DONE)
-    except DatastoreError as exc:
+    except GoogleAPICallError as exc:
         return _fail(parser, f"Datastore refused: {exc}", NOT_DONE)
 
 
@@ -72,7 +73,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     setting = commands.add_parser("set", help="make a page's count exactly N")
     setting.add_argument("page", type=_page, help="the page, a path such as /blog/post-1")
     setting.add_argument(
-        "n", type=_count, metavar="N", help=f"the new count, 0 to {owner.MAX_COUNT}"
+        "n", type=_count, metavar="N", help=f"the new count, 0 to {owner_changes.MAX_COUNT}"
     )
     setting.add_argument("--create", action="store_true", help="start a page not counted yet")
     _add_yes(setting)
@@ -135,9 +136,9 @@ def _count(raw: str) -> int:
         value = int(raw)
     except ValueError:
         value = -1
-    if not 0 <= value <= owner.MAX_COUNT:
+    if not 0 <= value <= owner_changes.MAX_COUNT:
         raise argparse.ArgumentTypeError(
-            f"{raw!r}: N must be a whole number from 0 to {owner.MAX_COUNT}"
+            f"{raw!r}: N must be a whole number from 0 to {owner_changes.MAX_COUNT}"
         )
     return value
 
@@ -179,7 +180,7 @@ def _set(counts: PageCounts, args: argparse.Namespace) -> int:
         now = "is not counted yet"
     if not _confirm(f"{page} {now}. Set it to {value:,}?", args):
         return NOT_DONE
-    result = owner.set_count(counts, page, value, create=args.create)
+    result = owner_changes.set_count(counts, page, value, create=args.create)
     print(f"{page} now counts {result.count:,} (it was {result.previous:,}); its history is kept.")
     return DONE
 
@@ -197,7 +198,7 @@ def _delete(counts: PageCounts, args: argparse.Namespace) -> int:
     )
     if not _confirm(question, args):
         return NOT_DONE
-    result = owner.delete_page(counts, page)
+    result = owner_changes.delete_page(counts, page)
     print(f"Deleted {page}: its count of {result.previous:,} and {result.entities:,} entities.")
     return DONE
 
@@ -246,7 +247,7 @@ def _write_csv(out: TextIO, rows: list[owner.PageExport]) -> None:
 
 def _import(counts: PageCounts, args: argparse.Namespace) -> int:
     source = counts.db.key(args.kind, args.id if args.id is not None else args.name)
-    result = owner.import_count(counts, source, args.property, args.page)
+    result = owner_changes.import_count(counts, source, args.property, args.page)
     if result.already_done:
         print(f"already imported; {args.page} counts {result.count}")
     else:

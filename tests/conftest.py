@@ -12,18 +12,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import flask.testing
 import functions_framework
 import grpc
 import pytest
 import requests
+from google.cloud.datastore_v1 import types
 from google.protobuf.message import Message
 
-from counter import config, limits, store
-from counter import protos as ds
-from counter.database import Database
+from counter import config, instance, limits
+from counter import messages as ds
+from counter.datastore import Database
 from google_standin import GoogleStandIn
 from scripts.emulator import Emulator, EmulatorError, free_port
 
@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "visit-counter-test"
 SITE = "https://site.example"
 ARTIFACTS = ROOT / "test-artifacts"
-_M = TypeVar("_M", bound=Message)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +80,7 @@ def _warm_up(host: str) -> None:
         deadline_seconds=60,
         unique_window_seconds=60,
     )
-    counter = store.build(settings)
+    counter = instance.build(settings)
     counter.counts.read("/")
     counter.counts.increment("/")
     counter.unique.visit("/", "192.0.2.1", "warm-up")
@@ -144,7 +143,8 @@ def standin(emulator_host: str, clock: FakeClock) -> Iterator[GoogleStandIn]:
 
 
 class RpcCounter(grpc.UnaryUnaryClientInterceptor):
-    """Counts the Datastore RPCs a store makes, by method name, and keeps their requests."""
+    """Counts the Datastore RPCs a store makes, by method name, and keeps their requests (as
+    plain protobuf, unwrapped from the library's proto-plus types)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -160,17 +160,8 @@ class RpcCounter(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation, client_call_details, request):
         with self._lock:
             self.calls.append(client_call_details.method.rsplit("/", 1)[-1])
-            self.requests.append(request)
+            self.requests.append(type(request).pb(request))
         return continuation(client_call_details, request)
-
-
-class SlowCommits(RpcCounter):
-    """Counts RPCs and holds each Commit a moment, so concurrent hits find one in flight."""
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        if client_call_details.method.endswith("/Commit"):
-            time.sleep(0.02)
-        return super().intercept_unary_unary(continuation, client_call_details, request)
 
 
 class FakeClock:
@@ -204,14 +195,12 @@ def readme_block(name: str) -> str:
     return match.group(1)
 
 
-def rpc(db: Database, method: str, request: Message, response_type: type[_M]) -> _M:
-    """One Datastore call on the database's channel, bypassing the product's own methods."""
-    call = db.channel.unary_unary(
-        f"/google.datastore.v1.Datastore/{method}",
-        request_serializer=type(request).SerializeToString,
-        response_deserializer=response_type.FromString,
-    )
-    return call(request, timeout=10)
+def rpc(db: Database, method: str, request: Message) -> Message:
+    """One Datastore call through the library's client, bypassing the product's own methods:
+    `method` is the client's (lookup, run_query …), request and answer plain protobuf."""
+    wrapper = getattr(types, type(request).DESCRIPTOR.name)
+    response = getattr(db.client, method)(request=wrapper.wrap(request), timeout=10)
+    return type(response).pb(response)
 
 
 def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
@@ -225,7 +214,7 @@ def run_query(db: Database, kind: str = "") -> list[ds.Entity]:
             partition_id=ds.PartitionId(project_id=db.project, namespace_id=db.settings.namespace),
             query=query,
         )
-        batch = rpc(db, "RunQuery", request, ds.RunQueryResponse).batch
+        batch = rpc(db, "run_query", request).batch
         entities += [result.entity for result in batch.entity_results]
         if batch.more_results != ds.QueryResultBatch.MoreResultsType.NOT_FINISHED:
             return entities

@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from conftest import ROOT, FakeClock, LiveServer, RpcCounter
-from counter import config, days, owner, store
-from counter import protos as ds
-from counter.counts import COUNT, DAY_KIND, KIND, PageCounts
+from counter import config, days, instance, owner, owner_changes
+from counter import messages as ds
+from counter.page_counts import COUNT, DAY_KIND, KIND, PageCounts
 from scripts import admin
 from scripts.emulator import free_port
 
@@ -42,14 +42,14 @@ def namespace(env: Callable[..., None]) -> str:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The clock the admin tool's store reads, for exact dates."""
     fake = FakeClock()
-    monkeypatch.setattr(store, "build", functools.partial(store.build, clock=fake))
+    monkeypatch.setattr(instance, "build", functools.partial(instance.build, clock=fake))
     return fake
 
 
 @pytest.fixture
 def counts(namespace: str, clock: FakeClock) -> PageCounts:
     """Page counts in the test's namespace, on the same clock as the tool."""
-    return store.build(config.settings()).counts
+    return instance.build(config.settings()).counts
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
 def sharded(env: Callable[..., None], shards: int) -> PageCounts:
     """Counts that spread hits over shards, as a function with COUNTER_SHARDS would."""
     env(COUNTER_SHARDS=str(shards))
-    counts = store.build(config.settings()).counts
+    counts = instance.build(config.settings()).counts
     env(COUNTER_SHARDS="")  # the tool itself runs without the setting
     return counts
 
@@ -80,6 +80,11 @@ def stored(counts: PageCounts, kind: str = KIND) -> dict[str | tuple[str, str], 
     return {path[0] if len(path) == 1 else path: count for path, count in names}
 
 
+def add(counts: PageCounts, page: str, by: int) -> None:
+    """Add many visits to a page's total at once, as an import would."""
+    counts.db.commit([counts.increment_mutation(page, by=by)], deadline=counts.db.deadline())
+
+
 def test_list_shows_pages_highest_first_summing_their_shards(
     counts: PageCounts, env: Callable[..., None], run
 ) -> None:
@@ -88,7 +93,7 @@ def test_list_shows_pages_highest_first_summing_their_shards(
     for _ in range(12):
         hot.increment("/hot")
     counts.increment("/quiet")
-    counts.add("/", 1_200, counts.db.deadline())
+    add(counts, "/", 1_200)
 
     status, out, _ = run("list")
 
@@ -110,9 +115,9 @@ def test_list_shows_pages_highest_first_summing_their_shards(
 
 def test_listing_pages_through_many_query_batches(counts: PageCounts) -> None:
     for n in range(25):
-        counts.add(f"/p/{n:02}", n + 1, counts.db.deadline())
+        add(counts, f"/p/{n:02}", n + 1)
     rpcs = RpcCounter()
-    observed = store.build(config.settings(), interceptors=(rpcs,)).counts
+    observed = instance.build(config.settings(), interceptors=(rpcs,)).counts
 
     listed = owner.list_pages(observed, batch_size=10)
 
@@ -150,7 +155,7 @@ def test_set_merges_every_shard_into_the_page_and_keeps_its_other_properties(
 def test_set_asks_first_and_only_yes_goes_ahead(
     counts: PageCounts, run, answer: str | None, status: int, count: int
 ) -> None:
-    counts.add("/", 3, counts.db.deadline())
+    add(counts, "/", 3)
 
     result, out, err = run("set", "/", "7", answer=answer)
 
@@ -243,13 +248,15 @@ def test_delete_removes_the_page_its_shards_and_history_and_nothing_else(
 def test_delete_of_a_long_history_takes_several_commits(
     counts: PageCounts, clock: FakeClock
 ) -> None:
-    for day in range(owner.DELETE_BATCH + 20):
+    for day in range(owner_changes.DELETE_BATCH + 20):
         clock.now = FakeClock().now - day * 86_400
         counts.increment("/old")
 
-    result = owner.delete_page(counts, "/old")
+    result = owner_changes.delete_page(counts, "/old")
 
-    assert result == owner.DeleteResult(previous=owner.DELETE_BATCH + 20, entities=521)
+    assert result == owner_changes.DeleteResult(
+        previous=owner_changes.DELETE_BATCH + 20, entities=521
+    )
     assert stored(counts, DAY_KIND) == {}
     assert stored(counts) == {}
 
@@ -409,7 +416,7 @@ def live(start_server: Callable[..., LiveServer], env: Callable[..., None], name
             f"{namespace}-{shards}", DATASTORE_NAMESPACE=namespace, COUNTER_SHARDS=shards
         )
         env(COUNTER_SHARDS=shards)
-        return server, store.build(config.settings()).counts
+        return server, instance.build(config.settings()).counts
 
     return start
 
@@ -419,7 +426,9 @@ def test_set_while_hits_arrive_keeps_every_acknowledged_hit(live, shards: str) -
     server, counts = live(shards)
     page = "/hot"
     counts.increment(page)  # the page exists before the first hit
-    numbers, result = hits_around(server, page, lambda: owner.set_count(counts, page, NEW_COUNT))
+    numbers, result = hits_around(
+        server, page, lambda: owner_changes.set_count(counts, page, NEW_COUNT)
+    )
 
     before = result.previous - 1  # hits the set replaced, besides the first increment
     after = HITS - before
@@ -442,7 +451,7 @@ def test_delete_while_hits_arrive_ends_total_and_history_together(live, shards: 
     server, counts = live(shards)
     page = "/gone"
     counts.increment(page)
-    numbers, result = hits_around(server, page, lambda: owner.delete_page(counts, page))
+    numbers, result = hits_around(server, page, lambda: owner_changes.delete_page(counts, page))
 
     after = HITS + 1 - result.previous
     assert 0 < after < HITS

@@ -79,10 +79,10 @@ def test_an_ascii_agent_never_compiles_crawlerdetects_big_expression() -> None:
     probe = (
         "import json\n"
         "from crawlerdetect.crawlerdetect import get_compiled_crawler_regex as big\n"
-        "from counter import visitors\n"
-        f"answers = [visitors.is_bot(a) for a in {AGENTS!r}]\n"
+        "from counter import bots\n"
+        f"answers = [bots.is_bot(a) for a in {AGENTS!r}]\n"
         "before = big.cache_info().currsize\n"
-        "visitors.is_bot('Googlebot \\u212a')\n"
+        "bots.is_bot('Googlebot \\u212a')\n"
         "print(json.dumps([before, big.cache_info().currsize, any(answers)]))"
     )
     result = subprocess.run(

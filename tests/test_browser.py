@@ -33,9 +33,9 @@ from playwright.sync_api import (
 )
 
 from conftest import ARTIFACTS, PROJECT, ROOT, LiveServer, readme_block
-from counter import config, days, store
-from counter import protos as ds
-from counter.counts import COUNT
+from counter import config, days, instance
+from counter import messages as ds
+from counter.page_counts import COUNT
 from scripts.emulator import free_port
 
 # Debian's chromium by default; CHROMIUM_PATH names another Chromium build.
@@ -160,7 +160,7 @@ def function(site_function: Callable[..., LiveServer]) -> LiveServer:
 @pytest.fixture(scope="module")
 def seed(emulator_host: str, namespace: str) -> Callable[[str, int], None]:
     """Set a page's count directly in Datastore, for counts too big to reach by posting."""
-    counts = store.build(
+    counts = instance.build(
         config.Settings(project=PROJECT, emulator_host=emulator_host, namespace=namespace)
     ).counts
 
@@ -176,7 +176,7 @@ def seed(emulator_host: str, namespace: str) -> Callable[[str, int], None]:
 @pytest.fixture(scope="module")
 def seed_days(emulator_host: str, namespace: str) -> Callable[[str, dict[str, int]], None]:
     """Set a page's counts for some UTC dates directly in Datastore, as past visits left them."""
-    counts = store.build(
+    counts = instance.build(
         config.Settings(project=PROJECT, emulator_host=emulator_host, namespace=namespace)
     ).counts
 

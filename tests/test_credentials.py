@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import PROJECT, ROOT, SITE, LiveServer
-from counter import config, credentials, store
+from counter import config, credentials, instance
 from google_standin import (
     DATASTORE_TARGET,
     JWT_BEARER,
@@ -56,7 +56,7 @@ def stored_count(emulator_host: str, namespace: str, page: str) -> int:
             "DATASTORE_NAMESPACE": namespace,
         }
     )
-    return store.build(settings).counts.read(page)
+    return instance.build(settings).counts.read(page)
 
 
 def test_on_the_platform_visits_go_to_datastore_with_the_metadata_servers_token(
@@ -137,7 +137,7 @@ def test_a_metadata_server_that_refuses_gives_no_token(standin: GoogleStandIn) -
 def test_away_from_google_the_owner_tools_sign_in_with_application_default_credentials(
     standin: GoogleStandIn, namespace: str, emulator_host: str, tmp_path: Path
 ) -> None:
-    seeded = store.build(
+    seeded = instance.build(
         config.Settings.from_env(
             {
                 "DATASTORE_EMULATOR_HOST": emulator_host,

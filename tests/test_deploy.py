@@ -22,7 +22,7 @@ import yaml
 
 from cloud_standin import BILLING_ACCOUNT, BILLING_CURRENCY, COMPUTE_ACCOUNT, OWNER
 from conftest import SITE
-from counter import config, unique
+from counter import config, unique_visitors
 from counter.config import Settings
 from real_gcloud import (
     GCLOUD,
@@ -265,9 +265,9 @@ def test_first_run_creates_database_account_and_function(deployed: Run) -> None:
     assert deployed.created == [
         f"firestore projects/{PROJECT}/databases/(default)",
         f"firestore projects/{PROJECT}/databases/(default)/collectionGroups/"
-        f"{unique.MARKER_KIND}/fields/{unique.EXPIRE_AT} ttlConfig",
+        f"{unique_visitors.MARKER_KIND}/fields/{unique_visitors.EXPIRE_AT} ttlConfig",
         f"firestore projects/{PROJECT}/databases/(default)/collectionGroups/"
-        f"{unique.SALT_KIND}/fields/{unique.EXPIRE_AT} ttlConfig",
+        f"{unique_visitors.SALT_KIND}/fields/{unique_visitors.EXPIRE_AT} ttlConfig",
         f"iam projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}",
         f"cloudfunctions projects/{PROJECT}/locations/us-central1/functions/visits",
     ]
@@ -302,8 +302,8 @@ def test_ttl_policies_cover_the_kinds_that_expire(default_cloud: Cloud, deployed
     with_ttl = {name for name, field in fields.items() if "ttlConfig" in field}
 
     assert with_ttl == {
-        f"projects/{PROJECT}/databases/(default)/collectionGroups/{kind}/fields/{unique.EXPIRE_AT}"
-        for kind in (unique.MARKER_KIND, unique.SALT_KIND)
+        f"projects/{PROJECT}/databases/(default)/collectionGroups/{kind}/fields/{unique_visitors.EXPIRE_AT}"
+        for kind in (unique_visitors.MARKER_KIND, unique_visitors.SALT_KIND)
     }
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flask.testing import FlaskClient
 
-from conftest import FakeClock, RpcCounter, SlowCommits
-from counter import config, days, store
-from counter import protos as ds
-from counter.counts import DAY_KIND, KIND, DayCount
-from counter.unique import MARKER_KIND
+from conftest import FakeClock, RpcCounter
+from counter import days, instance
+from counter import messages as ds
+from counter.page_counts import DAY_KIND, KIND
+from counter.unique_visitors import MARKER_KIND
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 TODAY = days.date_of(FakeClock().now)
@@ -26,9 +25,9 @@ def function(
 ) -> FlaskClient:
     """The function through its test client, with a fake clock and counted RPCs."""
     stores = functools.cache(
-        lambda settings: store.build(settings, clock=clock, interceptors=(rpcs,))
+        lambda settings: instance.build(settings, clock=clock, interceptors=(rpcs,))
     )
-    monkeypatch.setattr(store, "for_settings", stores)
+    monkeypatch.setattr(instance, "for_settings", stores)
     return client
 
 
@@ -98,7 +97,6 @@ def test_a_year_of_days_ending_today_in_one_lookup(
 MODES = {
     "commit-per-hit": {},
     "sharded": {"COUNTER_SHARDS": "4"},
-    "coalesced": {"COALESCE_HITS": "true"},
     "unique-visitors": {"UNIQUE_WINDOW_SECONDS": "1800"},
     "badge": {"BADGE_COUNTS": "true"},
 }
@@ -140,26 +138,6 @@ def test_every_way_of_counting_adds_to_the_day_in_the_same_commit(
     assert total_name.partition("#")[2] == day_name.partition("#")[2]
     assert day_name.partition("#")[0] == TODAY
     assert history(function, page, 1) == {"count": 2, "days": [{"date": TODAY, "count": 2}]}
-
-
-HITS = 120
-
-
-def test_coalesced_hits_add_their_batch_to_the_day(
-    env: Callable[..., None], page: str, clock: FakeClock
-) -> None:
-    env(COALESCE_HITS="true")
-    rpcs = SlowCommits()
-    counts = store.build(config.settings(), clock=clock, interceptors=(rpcs,)).counts
-
-    with ThreadPoolExecutor(max_workers=24) as pool:
-        numbers = list(pool.map(lambda _: counts.increment(page), range(HITS)))
-
-    assert sorted(numbers) == list(range(1, HITS + 1))
-    commits = [r for call, r in zip(rpcs.calls, rpcs.requests, strict=True) if call == "Commit"]
-    assert len(commits) <= HITS // 4  # hits shared Commits ...
-    assert all([k for k, _ in written(c)] == [KIND, DAY_KIND] for c in commits)  # ... and days
-    assert counts.read_days(page, 1).days == [DayCount(TODAY, HITS)]
 
 
 def test_with_history_off_a_visit_writes_only_its_total_and_days_are_refused(

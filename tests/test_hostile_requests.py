@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 import raw_http
 from conftest import PROJECT, SITE, LiveServer, run_query
-from counter import config, store
-from counter.counts import KIND
-from counter.counts import count_of as count_of_entity
+from counter import config, instance
+from counter.page_counts import KIND
+from counter.page_counts import count_of as count_of_entity
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 
@@ -346,7 +346,7 @@ def test_a_few_hundred_hostile_requests_get_json_answers_and_count_only_what_the
 
     one()
 
-    db = store.build(
+    db = instance.build(
         config.Settings(project=PROJECT, emulator_host=emulator_host, namespace=fuzz_namespace)
     ).db
     stored = sum(count_of_entity(entity) for entity in run_query(db, KIND))

@@ -310,16 +310,14 @@ def test_unreachable_database_answers_503_within_the_deadline(
         assert int(response.headers["Retry-After"]) > 0
 
 
-@pytest.mark.parametrize("coalesce", ["false", "true"])
 def test_a_fault_answers_500_with_its_traceback_logged_not_503(
     client: FlaskClient,
     env: Callable[..., None],
     page: str,
-    coalesce: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Datastore refuses a reserved namespace: a configuration fault, not the database being away.
-    env(DATASTORE_NAMESPACE="__reserved__", COALESCE_HITS=coalesce)
+    env(DATASTORE_NAMESPACE="__reserved__")
     response = client.post("/", query_string={"page": page}, headers={"User-Agent": "Mozilla/5.0"})
     assert_error(response, 500)
     assert "Retry-After" not in response.headers

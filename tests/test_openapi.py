@@ -17,7 +17,7 @@ from schemathesis import CheckFunction
 from schemathesis.specs.openapi.checks import content_type_conformance, negative_data_rejection
 
 from counter import badge, days, pages
-from counter.counts import NotCounted
+from counter.page_counts import NotCounted
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi.yaml"

@@ -72,7 +72,7 @@ def test_origins_are_compared_without_case_or_trailing_slash() -> None:
         ("UNIQUE_WINDOW_SECONDS", "86401"),
         ("UNIQUE_WINDOW_SECONDS", "-1"),
         ("COUNTER_SHARDS", "many"),
-        ("COALESCE_HITS", "maybe"),
+        ("HISTORY", "maybe"),
     ],
 )
 def test_bad_settings_name_their_variable(name: str, value: str) -> None:

@@ -1,26 +1,22 @@
-"""The Datastore layer against the emulator: entity shape, shards, group commit, import."""
+"""The Datastore layer against the emulator: entity shape, shards, namespaces, import."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SlowCommits, rpc
-from counter import config, owner, store
-from counter import protos as ds
-from counter.counts import COUNT, KIND, PageCounts
-from counter.database import StoreUnavailable
+from conftest import rpc
+from counter import config, instance, owner_changes
+from counter import messages as ds
+from counter.page_counts import COUNT, KIND, PageCounts
 from scripts import import_count
-from scripts.emulator import free_port
 
 
 @pytest.fixture
 def counts(env: Callable[..., None]) -> PageCounts:
     """Page counts on the emulator with the test environment."""
-    return store.for_settings(config.settings()).counts
+    return instance.for_settings(config.settings()).counts
 
 
 def put(counts: PageCounts, key: ds.Key, **properties: ds.Value) -> None:
@@ -32,7 +28,7 @@ def put(counts: PageCounts, key: ds.Key, **properties: ds.Value) -> None:
 def get(counts: PageCounts, key: ds.Key) -> ds.Entity | None:
     """Read an entity directly, bypassing the counts' own read."""
     request = ds.LookupRequest(project_id=counts.db.project, keys=[key])
-    found = rpc(counts.db, "Lookup", request, ds.LookupResponse).found
+    found = rpc(counts.db, "lookup", request).found
     return found[0].entity if found else None
 
 
@@ -64,9 +60,9 @@ def test_other_properties_survive_an_increment(counts: PageCounts, page: str) ->
 
 def test_namespaces_keep_counts_apart(env: Callable[..., None], page: str) -> None:
     env(DATASTORE_NAMESPACE="site-a")
-    a = store.for_settings(config.settings()).counts
+    a = instance.for_settings(config.settings()).counts
     env(DATASTORE_NAMESPACE="site-b")
-    b = store.for_settings(config.settings()).counts
+    b = instance.for_settings(config.settings()).counts
     assert a.increment(page) == 1
     assert a.increment(page) == 2
     assert b.increment(page) == 1
@@ -94,7 +90,7 @@ def test_classic_count_is_imported_once_and_keeps_counting(
 def test_classic_count_under_a_numeric_id_is_imported(counts: PageCounts, page: str) -> None:
     classic = counts.db.key("analytics", 987654321)
     put(counts, classic, count=ds.Value(integer_value=77))
-    result = owner.import_count(counts, classic, "count", page)
+    result = owner_changes.import_count(counts, classic, "count", page)
     assert (result.imported, result.count, result.already_done) == (77, 77, False)
 
 
@@ -102,13 +98,13 @@ def test_import_into_a_sharded_page_reports_the_whole_total(
     env: Callable[..., None], page: str
 ) -> None:
     env(COUNTER_SHARDS="4")
-    counts = store.for_settings(config.settings()).counts
+    counts = instance.for_settings(config.settings()).counts
     for _ in range(10):
         counts.increment(page)
     classic = counts.db.key("analytics", f"sharded{page}")
     put(counts, classic, count=ds.Value(integer_value=100))
 
-    result = owner.import_count(counts, classic, "count", page)
+    result = owner_changes.import_count(counts, classic, "count", page)
 
     assert (result.imported, result.count) == (100, 110)
     assert counts.read(page) == 110
@@ -125,7 +121,7 @@ def test_import_from_a_missing_source_changes_nothing(
     if properties is not None:
         put(counts, source, **properties)
     with pytest.raises((LookupError, ValueError), match=message):
-        owner.import_count(counts, source, "count", page)
+        owner_changes.import_count(counts, source, "count", page)
     assert get(counts, counts.shard_key(page, 0)) is None
 
 
@@ -133,7 +129,7 @@ def test_sharded_page_spreads_writes_and_reads_the_exact_total(
     env: Callable[..., None], page: str
 ) -> None:
     env(COUNTER_SHARDS="4")
-    counts = store.for_settings(config.settings()).counts
+    counts = instance.for_settings(config.settings()).counts
     totals = [counts.increment(page) for _ in range(40)]
     assert totals == list(range(1, 41))  # one writer at a time: each total is exact
     assert counts.read(page) == 40
@@ -145,65 +141,8 @@ def test_sharded_page_spreads_writes_and_reads_the_exact_total(
 
 def test_sharded_unique_visits_answer_the_total(env: Callable[..., None], page: str) -> None:
     env(COUNTER_SHARDS="3", UNIQUE_WINDOW_SECONDS="60")
-    unique = store.for_settings(config.settings()).unique
+    unique = instance.for_settings(config.settings()).unique
     visits = [unique.visit(page, f"192.0.2.{n}", "Mozilla/5.0") for n in range(10)]
     assert [visit.count for visit in visits] == list(range(1, 11))
     repeat = unique.visit(page, "192.0.2.0", "Mozilla/5.0")
     assert (repeat.count, repeat.counted) == (10, False)
-
-
-HITS = 240
-
-
-@pytest.mark.parametrize(("coalesce", "shared"), [("true", True), ("false", False)])
-def test_coalesced_hits_share_commits_and_each_gets_its_own_number(
-    env: Callable[..., None], page: str, coalesce: str, shared: bool
-) -> None:
-    env(COALESCE_HITS=coalesce)
-    rpcs = SlowCommits()
-    counts = store.build(config.settings(), interceptors=(rpcs,)).counts
-    with ThreadPoolExecutor(max_workers=48) as pool:
-        numbers = list(pool.map(lambda _: counts.increment(page), range(HITS)))
-    assert sorted(numbers) == list(range(1, HITS + 1))
-    assert counts.read(page) == HITS
-    commits = rpcs.calls.count("Commit")
-    if shared:
-        # 48 threads against Commits held 20 ms each: batches of many hits.
-        assert commits <= HITS // 4, f"{commits} Commits for {HITS} hits: batching did not work"
-    else:
-        assert commits == HITS
-
-
-def test_group_commit_forgets_pages_once_their_commits_are_done(
-    env: Callable[..., None], page: str
-) -> None:
-    env(COALESCE_HITS="true")
-    counts = store.build(config.settings()).counts
-    pages = [f"{page}/{n}" for n in range(600)]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        assert set(pool.map(counts.increment, pages)) == {1}
-    assert counts.pages_in_flight == 0
-
-
-def test_a_failed_coalesced_commit_fails_every_hit_of_its_batch(
-    env: Callable[..., None], page: str
-) -> None:
-    env(
-        COALESCE_HITS="true",
-        DATASTORE_EMULATOR_HOST=f"127.0.0.1:{free_port()}",
-        DATASTORE_DEADLINE_SECONDS="1",
-    )
-    counts = store.build(config.settings()).counts
-    barrier = threading.Barrier(8)
-
-    def hit(_: int) -> str:
-        barrier.wait()
-        try:
-            counts.increment(page)
-        except StoreUnavailable:
-            return "unavailable"
-        return "counted"
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        assert set(pool.map(hit, range(8))) == {"unavailable"}
-    assert counts.pages_in_flight == 0

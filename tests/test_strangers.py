@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import SITE, RpcCounter
-from counter import store
+from counter import instance
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 GOOGLE_PROXY = "66.102.8.142"
@@ -19,8 +19,8 @@ GOOGLE_PROXY = "66.102.8.142"
 @pytest.fixture
 def rpcs(rpcs: RpcCounter, monkeypatch: pytest.MonkeyPatch, client: FlaskClient) -> RpcCounter:
     """The Datastore RPCs the function itself makes in this test."""
-    stores = functools.cache(lambda settings: store.build(settings, interceptors=(rpcs,)))
-    monkeypatch.setattr(store, "for_settings", stores)
+    stores = functools.cache(lambda settings: instance.build(settings, interceptors=(rpcs,)))
+    monkeypatch.setattr(instance, "for_settings", stores)
     return rpcs
 
 

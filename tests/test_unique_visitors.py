@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 from google.protobuf import json_format
 
 from conftest import FakeClock, LiveServer, RpcCounter, run_query
-from counter import config, store
-from counter.counts import DAY_KIND, KIND
-from counter.unique import MARKER_KIND, SALT_KIND
+from counter import config, instance
+from counter.page_counts import DAY_KIND, KIND
+from counter.unique_visitors import MARKER_KIND, SALT_KIND
 
 WINDOW = 1800
 CHROME = (
@@ -71,9 +71,9 @@ def unique(
     """The function with a half-hour window, a fake clock and counted RPCs."""
     env(UNIQUE_WINDOW_SECONDS=str(WINDOW))
     stores = functools.cache(
-        lambda settings: store.build(settings, clock=clock, interceptors=(rpcs,))
+        lambda settings: instance.build(settings, clock=clock, interceptors=(rpcs,))
     )
-    monkeypatch.setattr(store, "for_settings", stores)
+    monkeypatch.setattr(instance, "for_settings", stores)
     return client
 
 
@@ -105,7 +105,7 @@ def test_a_visit_after_the_window_counts_even_if_ttl_kept_the_marker(
 ) -> None:
     visit(unique, page)
     clock.now += WINDOW + 1
-    markers = run_query(store.for_settings(config.settings()).db, MARKER_KIND)
+    markers = run_query(instance.for_settings(config.settings()).db, MARKER_KIND)
     assert markers, "the emulator has no TTL, so the expired marker is still stored"
     assert visit(unique, page) == {"count": 2, "counted": True}
     assert visit(unique, page) == {"count": 2, "counted": False, "reason": "repeat"}
@@ -179,8 +179,8 @@ def test_every_instance_uses_the_same_salt_and_it_changes_daily(
 ) -> None:
     env(DATASTORE_NAMESPACE=f"salt-{clock.now}")
     settings = config.settings()
-    first = store.build(settings, clock=clock).unique
-    second = store.build(settings, clock=clock).unique
+    first = instance.build(settings, clock=clock).unique
+    second = instance.build(settings, clock=clock).unique
     today = first.salt(day_of(clock.now))
     assert second.salt(day_of(clock.now)) == today
     assert len(today) == 32
@@ -217,7 +217,7 @@ def test_nothing_stored_holds_the_address_or_user_agent(
     visit(unique, page, agent=secrets["agent"], address=secrets["address"])
     clock.now += WINDOW + 1
     visit(unique, page, agent=secrets["agent"], address=secrets["address"])
-    entities = run_query(store.for_settings(config.settings()).db)
+    entities = run_query(instance.for_settings(config.settings()).db)
     kinds = {entity.key.path[-1].kind for entity in entities}
     assert kinds == {KIND, DAY_KIND, MARKER_KIND, SALT_KIND}
     stored = repr([json_format.MessageToJson(entity) for entity in entities])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from counter import limits, logs, visitors
+from counter import bots, limits, logs
 from counter.config import Settings
-from counter.counts import Visit
-from counter.store import Store
+from counter.instance import Store
+from counter.page_counts import Visit
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Caller:
 
 def visit(settings: Settings, store: Store, page: str, caller: Caller) -> Visit:
     """Count a visitor's visit to a page, or say why it is not counted."""
-    if not settings.count_bots and visitors.is_bot(caller.user_agent):
+    if not settings.count_bots and bots.is_bot(caller.user_agent):
         return Visit(store.counts.read(page), counted=False, reason="bot")
     return hit(settings, store, page, caller if settings.unique_window_seconds else None)
 

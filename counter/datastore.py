@@ -1,33 +1,34 @@
-"""The Datastore connection of one process: keys, a deadline on every call, and the one retry rule.
+"""The Datastore client of one process: keys, a deadline on every call, and the one retry rule.
 
-The counter speaks Datastore's gRPC API itself, with the plain protobuf messages of
-counter/protos.py, over one channel per process: to the emulator in plain text, or to Google
-with TLS and a bearer token from counter/credentials.py. Google's client library would add
-about 100 ms of imports to every cold start. This module is the only one that makes RPCs.
+The counter talks to Datastore through google-cloud-datastore's GAPIC client (`datastore_v1`),
+the layer whose Commit returns an increment transform's result. Its tokens are google-auth's
+Application Default Credentials (on Google, the metadata server's), its retries are
+google.api_core's. This module is the only one that makes RPCs.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
-from urllib.parse import urlencode
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import google.auth
 import grpc
+from google.api_core import exceptions
+from google.api_core import retry as retries
+from google.auth import exceptions as auth_exceptions
+from google.cloud.datastore_v1 import types
+from google.cloud.datastore_v1.services.datastore import DatastoreClient
+from google.cloud.datastore_v1.services.datastore.transports import DatastoreGrpcTransport
 
-from counter import credentials
-from counter import protos as ds
+from counter import messages as ds
 from counter.config import ConfigError, Settings
 
 KeyPath = tuple[tuple[str, str, int], ...]
 """A key's path as a hashable value, to find a Lookup's results by key."""
 
-ENDPOINT = "datastore.googleapis.com:443"
-"""Google's Datastore API."""
-
-_SERVICE = "/google.datastore.v1.Datastore/"
+SCOPES = ("https://www.googleapis.com/auth/datastore",)
 
 _CHANNEL_OPTIONS = (
     # Let a channel that lost its server reconnect within a second or two instead of gRPC's
@@ -35,66 +36,39 @@ _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 30_000),
-    # As Google's client: a Lookup of many keys may answer more than gRPC's default 4 MiB.
+    # As the library's own channel: a Lookup of many keys may answer more than 4 MiB.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 )
 
 # Failures after which the database may answer again soon: the caller answers 503 with
 # Retry-After. Any other error (a refused permission, a malformed request) is a fault.
-_TRANSIENT = frozenset(
-    {
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.INTERNAL,
-    }
+_TRANSIENT = (
+    exceptions.DeadlineExceeded,
+    exceptions.ServiceUnavailable,
+    exceptions.TooManyRequests,  # RESOURCE_EXHAUSTED
+    exceptions.InternalServerError,
 )
 
 # ABORTED means nothing was written, so any request may be tried again. A lost answer
 # (UNAVAILABLE, DEADLINE_EXCEEDED) leaves the outcome unknown: only a request whose repetition
 # has no effect (a read, an insert that would fail the second time) may be tried again.
-_RETRY_WRITE = frozenset({grpc.StatusCode.ABORTED})
-_RETRY_IDEMPOTENT = frozenset(
-    {grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+RETRY_WRITE = retries.if_exception_type(exceptions.Aborted)
+RETRY_IDEMPOTENT = retries.if_exception_type(
+    exceptions.Aborted, exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
 )
-_FIRST_BACKOFF = 0.05
-_MAX_BACKOFF = 1.0
+_BACKOFF = {"initial": 0.05, "maximum": 1.0, "multiplier": 2.0}
 
 _LOOKUP_LIMIT = 1000
 """Most keys Datastore takes in one Lookup."""
-
-_T = TypeVar("_T")
 
 
 class StoreUnavailable(Exception):
     """Datastore did not answer within the deadline or refused service for now."""
 
 
-class DatastoreError(Exception):
-    """Datastore refused a request: its gRPC status code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-
-
-class Aborted(DatastoreError):
-    """ABORTED: a transaction conflicted and wrote nothing; it may be tried again."""
-
-
-class AlreadyExists(DatastoreError):
-    """ALREADY_EXISTS: an insert found its key taken and wrote nothing."""
-
-
-_ERRORS: dict[grpc.StatusCode, type[DatastoreError]] = {
-    grpc.StatusCode.ABORTED: Aborted,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-}
-
-
 class Database:
-    """One lazily opened gRPC channel per process, shared by its threads, with its project."""
+    """One lazily built GAPIC client per process, shared by its threads, with its project."""
 
     def __init__(
         self,
@@ -105,36 +79,51 @@ class Database:
         self.settings = settings
         self._interceptors = tuple(interceptors)
         self._lock = threading.Lock()
-        self._channel: grpc.Channel | None = None
-        self._tokens: credentials.TokenSource | None = None
-        self._methods: dict[str, grpc.UnaryUnaryMultiCallable] = {}
-        self._routing_header: str | None = None
-        self._project: str | None = None
+        self._client: DatastoreClient | None = None
+        self._project = ""
 
     @property
-    def channel(self) -> grpc.Channel:
-        """The gRPC channel, opened on first use (after any fork) and shared by every thread."""
-        if self._channel is None:
+    def client(self) -> DatastoreClient:
+        """The GAPIC client, built on first use (after any fork) and shared by every thread."""
+        if self._client is None:
             with self._lock:
-                if self._channel is None:
-                    if not self.settings.emulator_host:
-                        self._tokens = credentials.token_source(self.settings)
-                    self._channel = self._intercepted(self._open_channel())
-        return self._channel
+                if self._client is None:
+                    self._client, self._project = self._build_client()
+        return self._client
 
     @property
     def project(self) -> str:
         """The project whose Datastore holds the counts."""
-        if self._project is None:
-            project = self.settings.project
-            if project is None and self.settings.emulator_host:
+        if self._client is None:
+            self.client  # noqa: B018 -- the project is found with the credentials
+        return self._project
+
+    def _build_client(self) -> tuple[DatastoreClient, str]:
+        """The client and its project: the emulator in plain text, or Google with ADC's token.
+
+        The only code that knows about the emulator: the GAPIC client does not read
+        DATASTORE_EMULATOR_HOST itself.
+        """
+        project = self.settings.project
+        if self.settings.emulator_host:
+            if not project:
                 raise ConfigError("GOOGLE_CLOUD_PROJECT must be set when using the emulator")
-            if project is None:
-                project = credentials.default_project(self.settings)
+            channel = grpc.insecure_channel(self.settings.emulator_host, options=_CHANNEL_OPTIONS)
+        else:
+            try:
+                credentials, default_project = google.auth.default(scopes=SCOPES)
+            except auth_exceptions.GoogleAuthError as exc:
+                # On Google this is the metadata server not answering yet: try again soon.
+                raise StoreUnavailable(f"no credentials for Datastore: {exc}") from exc
+            project = project or default_project
             if not project:
                 raise ConfigError("GOOGLE_CLOUD_PROJECT is not set and no default project found")
-            self._project = project
-        return self._project
+            channel = DatastoreGrpcTransport.create_channel(
+                credentials=credentials, options=_CHANNEL_OPTIONS
+            )
+        if self._interceptors:
+            channel = grpc.intercept_channel(channel, *self._interceptors)
+        return DatastoreClient(transport=DatastoreGrpcTransport(channel=channel)), project
 
     def key(self, kind: str, name_or_id: str | int, *, parent: ds.Key | None = None) -> ds.Key:
         """A key of this project, database and namespace, under a parent key if given."""
@@ -179,10 +168,11 @@ class Database:
         elif atomic:
             # Begun and committed by this one request: atomic, and no BeginTransaction RPC.
             request.single_use_transaction.read_write.SetInParent()
-        retry_if = None if transaction else _RETRY_IDEMPOTENT if idempotent else _RETRY_WRITE
-        return self._call(
-            "Commit", request, ds.CommitResponse, deadline=deadline, retry_if=retry_if
+        retry_if = None if transaction else RETRY_IDEMPOTENT if idempotent else RETRY_WRITE
+        response = self._call(
+            self.client.commit, types.CommitRequest.wrap(request), deadline, retry_if
         )
+        return types.CommitResponse.pb(response)
 
     def lookup(
         self, keys: Sequence[ds.Key], *, deadline: float, transaction: bytes = b""
@@ -202,8 +192,9 @@ class Database:
             )
             if transaction:
                 request.read_options.transaction = transaction
-            response = self._call(
-                "Lookup", request, ds.LookupResponse, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
+            wrapped = types.LookupRequest.wrap(request)
+            response = types.LookupResponse.pb(
+                self._call(self.client.lookup, wrapped, deadline, RETRY_IDEMPOTENT)
             )
             found.update((path_of(result.entity.key), result.entity) for result in response.found)
             pending = [*response.deferred, *pending[_LOOKUP_LIMIT:]]
@@ -252,12 +243,9 @@ class Database:
         if transaction:
             request.read_options.transaction = transaction
         while True:
-            response = self._call(
-                "RunQuery",
-                request,
-                ds.RunQueryResponse,
-                deadline=self.deadline(),
-                retry_if=_RETRY_IDEMPOTENT,
+            wrapped = types.RunQueryRequest.wrap(request)
+            response = types.RunQueryResponse.pb(
+                self._call(self.client.run_query, wrapped, self.deadline(), RETRY_IDEMPOTENT)
             )
             batch = response.batch
             yield from (result.entity for result in batch.entity_results)
@@ -271,13 +259,8 @@ class Database:
         request = ds.BeginTransactionRequest(
             project_id=self.project, database_id=self.settings.database
         )
-        response = self._call(
-            "BeginTransaction",
-            request,
-            ds.BeginTransactionResponse,
-            deadline=deadline,
-            retry_if=_RETRY_IDEMPOTENT,
-        )
+        wrapped = types.BeginTransactionRequest.wrap(request)
+        response = self._call(self.client.begin_transaction, wrapped, deadline, RETRY_IDEMPOTENT)
         return response.transaction
 
     def rollback(self, transaction: bytes, *, deadline: float) -> None:
@@ -285,78 +268,40 @@ class Database:
         request = ds.RollbackRequest(
             project_id=self.project, database_id=self.settings.database, transaction=transaction
         )
-        self._call(
-            "Rollback", request, ds.RollbackResponse, deadline=deadline, retry_if=_RETRY_IDEMPOTENT
-        )
+        wrapped = types.RollbackRequest.wrap(request)
+        self._call(self.client.rollback, wrapped, deadline, RETRY_IDEMPOTENT)
 
+    @staticmethod
     def _call(
-        self,
-        method: str,
+        method: Callable[..., Any],
         request: object,
-        response_type: type[_T],
-        *,
         deadline: float,
-        retry_if: frozenset[grpc.StatusCode] | None,
-    ) -> _T:
-        """Run one RPC before the deadline, again after a backoff while retry_if holds its code.
+        retry_if: Callable[[Exception], bool] | None,
+    ) -> Any:
+        """Run one RPC before the deadline, again after a backoff while retry_if says so.
 
-        Not google.api_core's Retry: importing it loads requests, tens of milliseconds of every
-        cold start, for a loop this short. Each attempt gets exactly the time left.
+        Each attempt is given the time left by hand: api_core's own per-call timeout
+        (TimeToDeadlineTimeout) gives an attempt the whole timeout again once less than a
+        second is left, which would run past the request's deadline.
         """
-        call = self._method(method, type(request), response_type)
-        backoff = _FIRST_BACKOFF
-        while True:
+
+        def attempt() -> Any:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StoreUnavailable("Datastore did not answer within the deadline")
-            try:
-                return call(request, timeout=remaining, metadata=self._metadata())
-            except grpc.RpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-                if retry_if is None or code not in retry_if:
-                    if code in _TRANSIENT:
-                        raise StoreUnavailable(f"{code.name}: {details}") from exc
-                    raise _ERRORS.get(code, DatastoreError)(code, details) from exc
-                pause = random.uniform(0, backoff)
-                if time.monotonic() + pause >= deadline:
-                    raise StoreUnavailable(
-                        f"no answer within the deadline: {code.name}: {details}"
-                    ) from exc
-                time.sleep(pause)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                raise exceptions.DeadlineExceeded("Datastore did not answer within the deadline")
+            return method(request=request, retry=None, timeout=remaining)
 
-    def _method(
-        self, name: str, request_type: type, response_type: type[_T]
-    ) -> grpc.UnaryUnaryMultiCallable:
-        """The channel's callable for one of Datastore's methods, made once."""
-        method = self._methods.get(name)
-        if method is None:
-            method = self._methods[name] = self.channel.unary_unary(
-                _SERVICE + name,
-                request_serializer=request_type.SerializeToString,
-                response_deserializer=response_type.FromString,
-            )
-        return method
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        """What every call carries: the routing header, and on Google the bearer token."""
-        routing = ("x-goog-request-params", self._routing())
-        if self._tokens is None:
-            return (routing,)
         try:
-            token = self._tokens.token()
-        except credentials.TokenUnavailable as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return routing, ("authorization", f"Bearer {token}")
-
-    def _routing(self) -> str:
-        # As Google's client: the routing header names the project and a non-default database.
-        if self._routing_header is None:
-            params = {"project_id": self.project}
-            if self.settings.database:
-                params["database_id"] = self.settings.database
-            self._routing_header = urlencode(params, safe="/")
-        return self._routing_header
+            if retry_if is None:
+                return attempt()
+            retry = retries.Retry(
+                predicate=retry_if, timeout=deadline - time.monotonic(), **_BACKOFF
+            )
+            return retry(attempt)()
+        except exceptions.RetryError as exc:
+            raise StoreUnavailable(f"no answer within the deadline: {exc.cause}") from exc
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"{exc.grpc_status_code.name}: {exc.message}") from exc
 
     def _partition(self) -> ds.PartitionId:
         return ds.PartitionId(
@@ -364,16 +309,6 @@ class Database:
             database_id=self.settings.database,
             namespace_id=self.settings.namespace,
         )
-
-    def _open_channel(self) -> grpc.Channel:
-        if self.settings.emulator_host:
-            return grpc.insecure_channel(self.settings.emulator_host, options=_CHANNEL_OPTIONS)
-        return grpc.secure_channel(ENDPOINT, grpc.ssl_channel_credentials(), _CHANNEL_OPTIONS)
-
-    def _intercepted(self, channel: grpc.Channel) -> grpc.Channel:
-        if not self._interceptors:
-            return channel
-        return grpc.intercept_channel(channel, *self._interceptors)
 
 
 def path_of(key: ds.Key) -> KeyPath:

@@ -1,4 +1,4 @@
-"""The counter's Datastore parts for one process: the client, page counts and unique visitors."""
+"""What one instance counts with: its Datastore client, page counts and unique visitors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import grpc
 
 from counter.config import Settings
-from counter.counts import PageCounts
-from counter.database import Database
-from counter.unique import UniqueVisitors
+from counter.datastore import Database
+from counter.page_counts import PageCounts
+from counter.unique_visitors import UniqueVisitors
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,7 @@ def build(
 ) -> Store:
     """A new store for these settings (tests pass a clock and count RPCs with an interceptor)."""
     db = Database(settings, interceptors=interceptors)
-    counts = PageCounts(
-        db,
-        shards=settings.shards,
-        coalesce=settings.coalesce,
-        history=settings.history,
-        clock=clock,
-    )
+    counts = PageCounts(db, shards=settings.shards, history=settings.history, clock=clock)
     unique = UniqueVisitors(db, counts, window_seconds=settings.unique_window_seconds, clock=clock)
     return Store(db, counts, unique)
 

@@ -10,15 +10,19 @@ TTL policies on `expire_at` then delete markers and salts, and old hashes become
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import secrets
 import threading
 import time
 from collections.abc import Callable
 
-from counter import days, visitors
-from counter import protos as ds
-from counter.counts import PageCounts, Visit, added_value
-from counter.database import AlreadyExists, Database, path_of
+from google.api_core.exceptions import AlreadyExists
+
+from counter import days
+from counter import messages as ds
+from counter.datastore import Database, path_of
+from counter.page_counts import PageCounts, Visit, added_value
 
 MARKER_KIND = "VisitMarker"
 """Kind of the short-lived markers of recent visitors; the key name is a keyed hash."""
@@ -57,12 +61,12 @@ class UniqueVisitors:
         """Count this visitor's visit to a page unless they visited within the window."""
         now = self._clock()
         deadline = self.db.deadline()
-        visitor = visitors.visitor_id(self.salt(days.date_of(now)), address, user_agent, page)
+        visitor = visitor_id(self.salt(days.date_of(now)), address, user_agent, page)
         midnight = now - now % DAY_SECONDS
         if now - self.window < midnight:
             earlier_salt = self.salt(days.date_of(midnight - 1), create=False)
             if earlier_salt is not None:
-                earlier = visitors.visitor_id(earlier_salt, address, user_agent, page)
+                earlier = visitor_id(earlier_salt, address, user_agent, page)
                 repeat = self._repeat_across_midnight(page, visitor, earlier, now, deadline)
                 if repeat is not None:
                     return repeat
@@ -201,3 +205,9 @@ def _timestamp(seconds: float) -> ds.Value:
     moment = ds.Timestamp()
     moment.FromDatetime(datetime.datetime.fromtimestamp(seconds, datetime.UTC))
     return ds.Value(timestamp_value=moment, exclude_from_indexes=True)
+
+
+def visitor_id(salt: bytes, address: str, user_agent: str, page: str) -> str:
+    """A keyed hash that recognises one visitor of one page for one salt, and nothing more."""
+    message = "\n".join((address, user_agent, page)).encode("utf-8", "surrogatepass")
+    return hmac.new(salt, message, hashlib.sha256).hexdigest()[:32]

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from counter import days
-from counter import protos as ds
-from counter.batching import GroupCommit
-from counter.database import Database, KeyPath, path_of
+from counter import messages as ds
+from counter.datastore import Database, KeyPath, path_of
 
 KIND = "PageCount"
 """Entity kind holding one entity per page; the key name is the page path."""
@@ -71,14 +70,13 @@ class History:
 
 
 class PageCounts:
-    """Read and add to pages' counts, optionally sharded, per day, with group commit."""
+    """Read and add to pages' counts, optionally sharded, and per day."""
 
     def __init__(
         self,
         db: Database,
         *,
         shards: int = 1,
-        coalesce: bool = False,
         history: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,12 +85,6 @@ class PageCounts:
         self.shards = shards
         self.history = history
         self._clock = clock
-        self._group = GroupCommit(self.add, exact=shards == 1) if coalesce else None
-
-    @property
-    def pages_in_flight(self) -> int:
-        """Pages whose group commit is in flight or waiting (always 0 without COALESCE_HITS)."""
-        return self._group.pages_in_flight if self._group is not None else 0
 
     def keys(self, page: str) -> list[ds.Key]:
         """The page's entity, then its extra shards."""
@@ -113,32 +105,24 @@ class PageCounts:
         return self.db.key(DAY_KIND, name, parent=self.shard_key(page, 0))
 
     def increment(self, page: str) -> int:
-        """Add one visit to a page and return its new count, in one Commit (perhaps shared)."""
+        """Add one visit to a page (and today's) in one Commit; return the page's new count."""
         deadline = self.db.deadline()
-        if self._group is not None:
-            return self._group.add_one(page, deadline)
-        return self.add(page, 1, deadline)
-
-    def add(self, page: str, by: int, deadline: float) -> int:
-        """Add to a page's count (and today's) in one Commit; return the page's count after it."""
         # Only ABORTED is retried: it guarantees nothing was written. A timeout or a lost
         # connection leaves the outcome unknown, and retrying it could count the visit twice.
-        mutations = self.increment_mutations(page, by=by)
+        mutations = self.increment_mutations(page)
         # Total and day move together or not at all: a non-transactional Commit of several
         # mutations may apply only some of them.
         response = self.db.commit(mutations, deadline=deadline, atomic=len(mutations) > 1)
         return self.total_after(page, added_value(response, 0), deadline)
 
-    def increment_mutations(
-        self, page: str, *, by: int = 1, now: float | None = None
-    ) -> list[ds.Mutation]:
-        """What counts `by` visits: an increment of a random shard of the page's total, then
-        (with history) of the same shard of its count for the UTC day of `now` (default: now)."""
+    def increment_mutations(self, page: str, *, now: float | None = None) -> list[ds.Mutation]:
+        """What counts a visit: an increment of a random shard of the page's total, then (with
+        history) of the same shard of its count for the UTC day of `now` (default: now)."""
         shard = random.randrange(self.shards)
-        mutations = [self.increment_mutation(page, by=by, shard=shard)]
+        mutations = [self.increment_mutation(page, shard=shard)]
         if self.history:
             date = days.date_of(self._clock() if now is None else now)
-            mutations.append(_increment(self.day_key(page, date, shard), by))
+            mutations.append(_increment(self.day_key(page, date, shard), 1))
         return mutations
 
     def increment_mutation(
