@@ -1,16 +1,15 @@
 """The Datastore client of one process: keys, a deadline on every call, and the one retry rule.
 
-The counter talks to Datastore through google-cloud-datastore's GAPIC client (`datastore_v1`),
-the layer whose Commit returns an increment transform's result. Its tokens are google-auth's
-Application Default Credentials (on Google, the metadata server's), its retries are
-google.api_core's. This module is the only one that makes RPCs.
+The only module that makes RPCs, through google-cloud-datastore's GAPIC client (`datastore_v1`),
+whose Commit returns an increment transform's result; tokens are google-auth's Application
+Default Credentials (on Google, the metadata server's), retries are google.api_core's.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import google.auth
@@ -21,6 +20,7 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud.datastore_v1 import types
 from google.cloud.datastore_v1.services.datastore import DatastoreClient
 from google.cloud.datastore_v1.services.datastore.transports import DatastoreGrpcTransport
+from google.protobuf.message import Message
 
 from counter import messages as ds
 from counter.config import ConfigError, Settings
@@ -133,7 +133,7 @@ class Database:
             else ds.Key.PathElement(kind=kind, name=name_or_id)
         )
         path = [*parent.path, element] if parent is not None else [element]
-        return ds.Key(partition_id=self._partition(), path=path)
+        return ds.Key(partition_id=self.partition(), path=path)
 
     def deadline(self) -> float:
         """The monotonic time by which a request's Datastore work must be done."""
@@ -156,8 +156,7 @@ class Database:
         transaction.
         """
         request = ds.CommitRequest(
-            project_id=self.project,
-            database_id=self.settings.database,
+            **self._where(),
             mode=ds.CommitRequest.Mode.TRANSACTIONAL
             if atomic or transaction
             else ds.CommitRequest.Mode.NON_TRANSACTIONAL,
@@ -169,10 +168,7 @@ class Database:
             # Begun and committed by this one request: atomic, and no BeginTransaction RPC.
             request.single_use_transaction.read_write.SetInParent()
         retry_if = None if transaction else RETRY_IDEMPOTENT if idempotent else RETRY_WRITE
-        response = self._call(
-            self.client.commit, types.CommitRequest.wrap(request), deadline, retry_if
-        )
-        return types.CommitResponse.pb(response)
+        return self._call("commit", request, deadline, retry_if)
 
     def lookup(
         self, keys: Sequence[ds.Key], *, deadline: float, transaction: bytes = b""
@@ -185,142 +181,70 @@ class Database:
         found: dict[KeyPath, ds.Entity] = {}
         pending = list(keys)
         while pending:
-            request = ds.LookupRequest(
-                project_id=self.project,
-                database_id=self.settings.database,
-                keys=pending[:_LOOKUP_LIMIT],
-            )
+            request = ds.LookupRequest(**self._where(), keys=pending[:_LOOKUP_LIMIT])
             if transaction:
                 request.read_options.transaction = transaction
-            wrapped = types.LookupRequest.wrap(request)
-            response = types.LookupResponse.pb(
-                self._call(self.client.lookup, wrapped, deadline, RETRY_IDEMPOTENT)
-            )
+            response = self._call("lookup", request, deadline, RETRY_IDEMPOTENT)
             found.update((path_of(result.entity.key), result.entity) for result in response.found)
             pending = [*response.deferred, *pending[_LOOKUP_LIMIT:]]
         return found
 
-    def query(
-        self,
-        kind: str,
-        *,
-        ancestor: ds.Key | None = None,
-        start: ds.Key | None = None,
-        end: ds.Key | None = None,
-        keys_only: bool = False,
-        transaction: bytes = b"",
-        batch_size: int | None = None,
-    ) -> Iterator[ds.Entity]:
-        """Every entity of a kind in key order, under an ancestor and from start to before end.
-
-        Runs RunQuery batch after batch, each from the last one's cursor and with a deadline of
-        its own, so a long listing is bounded per request rather than in total. keys_only
-        returns entities without properties.
-        """
-        filters = []
-        if ancestor is not None:
-            filters.append(_key_filter(ds.PropertyFilter.Operator.HAS_ANCESTOR, ancestor))
-        if start is not None:
-            filters.append(_key_filter(ds.PropertyFilter.Operator.GREATER_THAN_OR_EQUAL, start))
-        if end is not None:
-            filters.append(_key_filter(ds.PropertyFilter.Operator.LESS_THAN, end))
-        request = ds.RunQueryRequest(
-            project_id=self.project,
-            database_id=self.settings.database,
-            partition_id=self._partition(),
-            query=ds.Query(kind=[ds.KindExpression(name=kind)]),
-        )
-        query = request.query
-        if len(filters) == 1:
-            query.filter.CopyFrom(filters[0])
-        elif filters:
-            query.filter.composite_filter.op = ds.CompositeFilter.Operator.AND
-            query.filter.composite_filter.filters.extend(filters)
-        if keys_only:
-            query.projection.add().property.name = "__key__"
-        if batch_size is not None:
-            query.limit.value = batch_size
-        if transaction:
-            request.read_options.transaction = transaction
-        while True:
-            wrapped = types.RunQueryRequest.wrap(request)
-            response = types.RunQueryResponse.pb(
-                self._call(self.client.run_query, wrapped, self.deadline(), RETRY_IDEMPOTENT)
-            )
-            batch = response.batch
-            yield from (result.entity for result in batch.entity_results)
-            done = batch.more_results == ds.QueryResultBatch.MoreResultsType.NO_MORE_RESULTS
-            if done or batch.end_cursor == query.start_cursor:
-                return
-            query.start_cursor = batch.end_cursor
+    def run_query(self, request: ds.RunQueryRequest) -> ds.RunQueryResponse:
+        """One batch of a query's results, with a deadline of its own (counter/queries.py)."""
+        return self._call("run_query", request, self.deadline(), RETRY_IDEMPOTENT)
 
     def begin(self, *, deadline: float) -> bytes:
         """Begin a read-write transaction and return its id."""
-        request = ds.BeginTransactionRequest(
-            project_id=self.project, database_id=self.settings.database
-        )
-        wrapped = types.BeginTransactionRequest.wrap(request)
-        response = self._call(self.client.begin_transaction, wrapped, deadline, RETRY_IDEMPOTENT)
-        return response.transaction
+        request = ds.BeginTransactionRequest(**self._where())
+        return self._call("begin_transaction", request, deadline, RETRY_IDEMPOTENT).transaction
 
     def rollback(self, transaction: bytes, *, deadline: float) -> None:
         """Abandon a transaction, releasing what it holds."""
-        request = ds.RollbackRequest(
-            project_id=self.project, database_id=self.settings.database, transaction=transaction
-        )
-        wrapped = types.RollbackRequest.wrap(request)
-        self._call(self.client.rollback, wrapped, deadline, RETRY_IDEMPOTENT)
+        request = ds.RollbackRequest(**self._where(), transaction=transaction)
+        self._call("rollback", request, deadline, RETRY_IDEMPOTENT)
 
-    @staticmethod
     def _call(
-        method: Callable[..., Any],
-        request: object,
+        self,
+        method: str,
+        request: Message,
         deadline: float,
         retry_if: Callable[[Exception], bool] | None,
     ) -> Any:
-        """Run one RPC before the deadline, again after a backoff while retry_if says so.
+        """Run one of the client's methods before the deadline, again while retry_if says so.
 
         Each attempt is given the time left by hand: api_core's own per-call timeout
         (TimeToDeadlineTimeout) gives an attempt the whole timeout again once less than a
         second is left, which would run past the request's deadline.
         """
+        call = getattr(self.client, method)
+        wrapped = getattr(types, type(request).DESCRIPTOR.name).wrap(request)
 
         def attempt() -> Any:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise exceptions.DeadlineExceeded("Datastore did not answer within the deadline")
-            return method(request=request, retry=None, timeout=remaining)
+            response = call(request=wrapped, retry=None, timeout=remaining)
+            return type(response).pb(response)
 
         try:
             if retry_if is None:
                 return attempt()
-            retry = retries.Retry(
-                predicate=retry_if, timeout=deadline - time.monotonic(), **_BACKOFF
-            )
-            return retry(attempt)()
+            timeout = deadline - time.monotonic()
+            return retries.Retry(predicate=retry_if, timeout=timeout, **_BACKOFF)(attempt)()
         except exceptions.RetryError as exc:
             raise StoreUnavailable(f"no answer within the deadline: {exc.cause}") from exc
         except _TRANSIENT as exc:
             raise StoreUnavailable(f"{exc.grpc_status_code.name}: {exc.message}") from exc
 
-    def _partition(self) -> ds.PartitionId:
-        return ds.PartitionId(
-            project_id=self.project,
-            database_id=self.settings.database,
-            namespace_id=self.settings.namespace,
-        )
+    def partition(self) -> ds.PartitionId:
+        """The project, database and namespace that every key of the counter belongs to."""
+        return ds.PartitionId(**self._where(), namespace_id=self.settings.namespace)
+
+    def _where(self) -> dict[str, str]:
+        """The project and database fields that every request names."""
+        return {"project_id": self.project, "database_id": self.settings.database}
 
 
 def path_of(key: ds.Key) -> KeyPath:
     """A key's path as a hashable value."""
     return tuple((element.kind, element.name, element.id) for element in key.path)
-
-
-def _key_filter(operator: ds.PropertyFilter.Operator, key: ds.Key) -> ds.Filter:
-    return ds.Filter(
-        property_filter=ds.PropertyFilter(
-            property=ds.PropertyReference(name="__key__"),
-            op=operator,
-            value=ds.Value(key_value=key),
-        )
-    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from counter import days
+from counter import days, queries
 from counter import messages as ds
 from counter.page_counts import (
     DAY_KIND,
@@ -51,7 +51,7 @@ class PageExport:
 def list_pages(counts: PageCounts, *, batch_size: int | None = None) -> list[tuple[str, int]]:
     """Every page with its total, highest first (ties by page), from one query of all shards."""
     totals: dict[str, int] = defaultdict(int)
-    for entity in counts.db.query(KIND, batch_size=batch_size):
+    for entity in queries.query(counts.db, KIND, batch_size=batch_size):
         name = entity.key.path[-1].name
         if name:
             totals[name.partition(SHARD_SEPARATOR)[0]] += count_of(entity)
@@ -63,7 +63,7 @@ def summarize(counts: PageCounts, page: str) -> PageSummary:
     shards = stored_shards(counts, page)
     if not shards:
         raise UnknownPage(page)
-    found = counts.db.query(DAY_KIND, ancestor=page_root(counts, page), keys_only=True)
+    found = queries.query(counts.db, DAY_KIND, ancestor=page_root(counts, page), keys_only=True)
     dates = {date_of(day) for day in found}
     return PageSummary(sum(count_of(e) for e in shards), len(shards), len(dates))
 
@@ -75,7 +75,8 @@ def history(counts: PageCounts, page: str, count: int) -> History:
         raise UnknownPage(page)
     dates = days.ending(counts.today(), count)
     per_day: dict[str, int] = defaultdict(int)
-    found = counts.db.query(
+    found = queries.query(
+        counts.db,
         DAY_KIND,
         ancestor=page_root(counts, page),
         start=counts.day_key(page, dates[0]),
@@ -91,7 +92,7 @@ def export(counts: PageCounts) -> list[PageExport]:
     """Every page's total and full history, highest total first; one query per kind."""
     totals = dict(list_pages(counts))
     per_page: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for entity in counts.db.query(DAY_KIND):
+    for entity in queries.query(counts.db, DAY_KIND):
         per_page[entity.key.path[0].name][date_of(entity)] += count_of(entity)
     pages = sorted(totals.keys() | per_page.keys(), key=lambda p: (-totals.get(p, 0), p))
     return [
@@ -125,7 +126,8 @@ def stored_shards(
     query finds them and a Lookup reads them, which is what a transaction surely locks.
     """
     db = counts.db
-    found = db.query(
+    found = queries.query(
+        db,
         KIND,
         start=counts.shard_key(page, 0),
         end=db.key(KIND, f"{page}$"),

@@ -20,6 +20,7 @@ from typing import TypeVar
 from google.api_core.exceptions import Aborted, GoogleAPICallError
 
 from counter import messages as ds
+from counter import queries
 from counter.datastore import StoreUnavailable, path_of
 from counter.owner import UnknownPage, describe, page_root, stored_shards
 from counter.page_counts import COUNT, DAY_KIND, PageCounts, added_value, count_of
@@ -106,7 +107,7 @@ def delete_page(counts: PageCounts, page: str) -> DeleteResult:
     if not stored_shards(counts, page):
         raise UnknownPage(page)
     deleted = 0
-    keys = (entity.key for entity in db.query(DAY_KIND, ancestor=root, keys_only=True))
+    keys = (entity.key for entity in queries.query(db, DAY_KIND, ancestor=root, keys_only=True))
     while batch := list(itertools.islice(keys, DELETE_BATCH)):
         # Deleting twice changes nothing, so a lost answer may be retried.
         db.commit([ds.Mutation(delete=k) for k in batch], deadline=db.deadline(), idempotent=True)
@@ -114,7 +115,7 @@ def delete_page(counts: PageCounts, page: str) -> DeleteResult:
 
     def attempt(transaction: bytes, deadline: float) -> DeleteResult:
         shards = stored_shards(counts, page, transaction=transaction, deadline=deadline)
-        late = db.query(DAY_KIND, ancestor=root, keys_only=True, transaction=transaction)
+        late = queries.query(db, DAY_KIND, ancestor=root, keys_only=True, transaction=transaction)
         doomed = [e.key for e in shards] + [e.key for e in late]
         db.commit(
             [ds.Mutation(delete=k) for k in doomed], deadline=deadline, transaction=transaction

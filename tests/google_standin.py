@@ -1,7 +1,9 @@
 """A recording stand-in of the two Google endpoints a deployed function reaches, on loopback.
 
-- The metadata server (plain HTTP, as on Cloud Functions): access tokens for the default service
-  account, only for requests that say `Metadata-Flavor: Google`, and the project id. The same
+- The metadata server (plain HTTP, as on Cloud Functions), as google-auth's Compute Engine
+  credentials ask it: the ping that tells them they run on Google, the project id, the default
+  service account's email and scopes, and its access tokens; only for requests that say
+  `Metadata-Flavor: Google`. The same
   server is the OAuth token endpoint (`POST /token`) of the service-account keys that
   `write_service_account_key` makes: Application Default Credentials away from Google.
 - Datastore over TLS: a gRPC server with a certificate for datastore.googleapis.com from a
@@ -54,6 +56,14 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # token_uri points.
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 PROJECT_ID_PATH = "/computeMetadata/v1/project/project-id"
+ACCOUNT_PATH = "/computeMetadata/v1/instance/service-accounts/default/"
+"""The default account's email and scopes; also asked for under its email once that is known."""
+PING_PATH = "/"
+"""google-auth's check that it runs on Google: the metadata server's address, answered with a
+Metadata-Flavor: Google header."""
+SERVICE_ACCOUNT = "visits@visit-counter-test.iam.gserviceaccount.com"
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+"""The scopes a Cloud Function's default account has."""
 # What Google answers a call whose credentials it does not accept.
 UNAUTHENTICATED_DETAILS = "Request had invalid authentication credentials."
 
@@ -134,16 +144,24 @@ class _MetadataHandler(BaseHTTPRequestHandler):
     server: _MetadataServer
 
     def do_GET(self) -> None:
-        """A token, the project id, 403 without the Metadata-Flavor header, or 404."""
+        """The ping, a token, the account, the project id; 403 without Metadata-Flavor, or 404."""
         standin = self.server.standin
         mime = "text/plain"
+        path = urllib.parse.urlsplit(self.path).path
         if self.headers.get("Metadata-Flavor") != "Google":
             status, body = HTTPStatus.FORBIDDEN, b"Missing Metadata-Flavor:Google header."
-        elif self.path == TOKEN_PATH:
+        elif path == PING_PATH:
+            status, body = HTTPStatus.OK, b""
+        elif path == TOKEN_PATH and standin.refuse_tokens:
+            status, body = HTTPStatus.SERVICE_UNAVAILABLE, b"no token for now"
+        elif path == TOKEN_PATH:
             token, expires_in = standin.tokens.issue()
             answer = {"access_token": token, "expires_in": expires_in, "token_type": "Bearer"}
             status, body, mime = HTTPStatus.OK, json.dumps(answer).encode(), "application/json"
-        elif self.path == PROJECT_ID_PATH:
+        elif path in (ACCOUNT_PATH, ACCOUNT_PATH.replace("default", SERVICE_ACCOUNT)):
+            account = {"email": SERVICE_ACCOUNT, "aliases": ["default"], "scopes": list(SCOPES)}
+            status, body, mime = HTTPStatus.OK, json.dumps(account).encode(), "application/json"
+        elif path == PROJECT_ID_PATH:
             status, body = HTTPStatus.OK, standin.project.encode()
         else:
             status, body = HTTPStatus.NOT_FOUND, b"Not Found"
@@ -290,6 +308,8 @@ class GoogleStandIn:
         self.oauth_grants: list[OAuthGrant] = []
         self.datastore_calls: list[DatastoreCall] = []
         self.connects: list[str] = []
+        self.refuse_tokens = False
+        """Answer token requests 503, as a metadata server that has none to give for now."""
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._folder = tempfile.TemporaryDirectory(prefix="google-standin-")
@@ -366,7 +386,9 @@ class GoogleStandIn:
             "grpc_proxy": self.proxy_url,
             # Trust this CA alone: gRPC reads this file before its bundled roots.
             "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(self.ca_file),
+            # google-auth's ping goes to GCE_METADATA_IP, the rest to GCE_METADATA_HOST.
             "GCE_METADATA_HOST": self.metadata_host,
+            "GCE_METADATA_IP": self.metadata_host,
             # gRPC skips the proxy for a host in no_proxy (or no_grpc_proxy), so a shell's
             # no_proxy must not name googleapis.com; urllib reaches the metadata server directly.
             "no_proxy": "127.0.0.1,localhost",

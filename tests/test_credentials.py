@@ -1,6 +1,7 @@
-"""On Google's platform the function is its service account: a token from the metadata server
-on every Datastore call, over TLS to Datastore's real host name, here a stand-in of Google in
-front of the emulator (google_standin.py)."""
+"""On Google's platform the function is its service account: google-auth's Compute Engine
+credentials take a token from the metadata server, and the library's channel carries it to
+Datastore's real host name over TLS; here a stand-in of Google in front of the emulator
+(google_standin.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 
 from conftest import PROJECT, ROOT, SITE, LiveServer
-from counter import config, credentials, instance
+from counter import config, instance
 from google_standin import (
+    ACCOUNT_PATH,
     DATASTORE_TARGET,
+    SERVICE_ACCOUNT,
     JWT_BEARER,
+    PING_PATH,
+    PROJECT_ID_PATH,
     TOKEN_PATH,
     GoogleStandIn,
     write_service_account_key,
@@ -32,11 +36,10 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 def on_the_platform(
     start_server: Callable[..., LiveServer], standin: GoogleStandIn, namespace: str, **env: str
 ) -> LiveServer:
-    """The function as Cloud Functions runs it: K_SERVICE set and no emulator."""
+    """The function as Cloud Functions runs it: no emulator, Google reached as the stand-in."""
     return start_server(
         f"platform-{namespace}",
         DATASTORE_EMULATOR_HOST="",
-        K_SERVICE="visits",
         DATASTORE_NAMESPACE=namespace,
         **{**standin.env(), **env},
     )
@@ -59,6 +62,11 @@ def stored_count(emulator_host: str, namespace: str, page: str) -> int:
     return instance.build(settings).counts.read(page)
 
 
+def paths(standin: GoogleStandIn) -> list[str]:
+    """The paths the metadata stand-in was asked for, without their queries, in order."""
+    return [request.path.partition("?")[0] for request in standin.metadata_requests]
+
+
 def test_on_the_platform_visits_go_to_datastore_with_the_metadata_servers_token(
     start_server: Callable[..., LiveServer],
     standin: GoogleStandIn,
@@ -77,10 +85,12 @@ def test_on_the_platform_visits_go_to_datastore_with_the_metadata_servers_token(
     for call in commits:
         assert call.header("authorization") == "Bearer token-1"
         assert call.header("x-goog-request-params") == f"project_id={PROJECT}"
-    # One token for every call: fetched once, with the header the metadata server insists on.
-    assert [(r.path, r.headers.get("metadata-flavor")) for r in standin.metadata_requests] == [
-        (TOKEN_PATH, "Google")
-    ]
+    # google-auth's way on Google: is this Google, which project, which account, one token,
+    # each with the header the metadata server insists on.
+    assert paths(standin) == [PING_PATH, PROJECT_ID_PATH, ACCOUNT_PATH, TOKEN_PATH]
+    assert {r.headers.get("metadata-flavor") for r in standin.metadata_requests} == {"Google"}
+    [token_request] = [r for r in standin.metadata_requests if r.path.startswith(TOKEN_PATH)]
+    assert "auth%2Fdatastore" in token_request.path  # the token asked for Datastore's scope
 
 
 def test_a_named_database_is_in_the_routing_header(
@@ -94,44 +104,63 @@ def test_a_named_database_is_in_the_routing_header(
     assert commit.header("x-goog-request-params") == f"project_id={PROJECT}&database_id=counts-db"
 
 
-def test_without_a_metadata_server_a_visit_is_a_quick_503_and_nothing_is_written(
+def test_a_token_is_renewed_before_it_expires(
+    start_server: Callable[..., LiveServer], emulator_host: str, namespace: str
+) -> None:
+    # google-auth renews a token 225 s before its expiry: one of 226 s is stale after a second.
+    with GoogleStandIn(emulator_host, PROJECT, expires_in=226) as standin:
+        server = on_the_platform(start_server, standin, namespace)
+        visit(server, "/cv")
+        time.sleep(1.5)
+        visit(server, "/cv")
+
+        tokens = [call.header("authorization") for call in standin.calls_to("Commit")]
+        renewal = paths(standin)[-2:]
+    assert tokens == ["Bearer token-1", "Bearer token-2"]
+    assert stored_count(emulator_host, namespace, "/cv") == 2
+    assert renewal == [ACCOUNT_PATH.replace("default", SERVICE_ACCOUNT), TOKEN_PATH]
+
+
+def test_without_a_token_a_visit_is_a_quick_503_and_nothing_is_written(
     start_server: Callable[..., LiveServer],
     standin: GoogleStandIn,
     namespace: str,
     emulator_host: str,
 ) -> None:
-    server = on_the_platform(
-        start_server, standin, namespace, GCE_METADATA_HOST=f"127.0.0.1:{free_port()}"
-    )
+    standin.refuse_tokens = True
+    server = on_the_platform(start_server, standin, namespace)
 
     started = time.monotonic()
     answer = visit(server, "/cv")
 
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8  # the 5 s deadline, and not the client's 60
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == 503
     assert int(answer.headers["Retry-After"]) > 0
     assert standin.calls_to("Commit") == []
     assert stored_count(emulator_host, namespace, "/cv") == 0
+    assert TOKEN_PATH in paths(standin)  # it did ask
 
 
-def test_a_token_is_kept_until_shortly_before_it_expires(standin: GoogleStandIn) -> None:
-    now = [0.0]
-    token = credentials.MetadataToken(standin.metadata_host, clock=lambda: now[0])
+def test_without_a_metadata_server_a_visit_is_a_503_and_the_next_one_may_succeed(
+    start_server: Callable[..., LiveServer],
+    standin: GoogleStandIn,
+    namespace: str,
+    emulator_host: str,
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    server = on_the_platform(
+        start_server, standin, namespace, GCE_METADATA_HOST=nowhere, GCE_METADATA_IP=nowhere
+    )
 
-    first = token.token()
-    now[0] = 3599 - 301  # standin.tokens' lifetime is 3599 s; renewed 300 s before the end
-    kept = token.token()
-    now[0] = 3599 - 299
-    renewed = token.token()
+    started = time.monotonic()
+    answer = visit(server, "/cv")
 
-    assert (first, kept, renewed) == ("token-1", "token-1", "token-2")
-    assert len(standin.metadata_requests) == 2
-
-
-def test_a_metadata_server_that_refuses_gives_no_token(standin: GoogleStandIn) -> None:
-    with pytest.raises(credentials.TokenUnavailable, match="404"):
-        credentials.metadata(standin.metadata_host, "/computeMetadata/v1/no/such/value")
+    assert time.monotonic() - started < 8
+    assert answer.status_code == 503
+    assert int(answer.headers["Retry-After"]) > 0
+    assert standin.datastore_calls == []
+    assert stored_count(emulator_host, namespace, "/cv") == 0
 
 
 def test_away_from_google_the_owner_tools_sign_in_with_application_default_credentials(
@@ -152,7 +181,7 @@ def test_away_from_google_the_owner_tools_sign_in_with_application_default_crede
     key = write_service_account_key(
         tmp_path / "key.json", project=PROJECT, email=owner, token_uri=standin.oauth_token_uri
     )
-    # The owner's machine: a key in GOOGLE_APPLICATION_CREDENTIALS, no emulator, no K_SERVICE.
+    # The owner's machine: a key in GOOGLE_APPLICATION_CREDENTIALS, no emulator.
     inherited = {
         k: v
         for k, v in os.environ.items()
