@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import time
-from typing import IO
 
 import flask
 import functions_framework
-from gunicorn.http.errors import ParseException
-from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.exceptions import HTTPException
 
-from counter import addresses, badge, config, days, instance, limits, logs, pages, visit_rules
+from counter import (
+    addresses,
+    badge,
+    config,
+    days,
+    instance,
+    limits,
+    logs,
+    pages,
+    request_body,
+    visit_rules,
+)
 from counter.datastore import StoreUnavailable
 from counter.responses import (
     ALLOWED_METHODS,
@@ -23,14 +31,6 @@ from counter.responses import (
     error_response,
     json_response,
 )
-
-MAX_BODY_BYTES = 1024
-"""Largest request body accepted; bodies are ignored, so anything bigger is refused (413)."""
-
-# What reading a malformed or truncated body raises: gunicorn's parse errors and its NoMoreData
-# (an OSError) in production, OSError from Flask's development server (--debug), and werkzeug's
-# ClientDisconnected for a body shorter than its Content-Length there. All are the client's.
-_BODY_ERRORS = (ParseException, OSError, ClientDisconnected)
 
 BADGE_PATH = "/badge.svg"
 _METHODS = {"/": tuple(ALLOWED_METHODS.split(", ")), BADGE_PATH: ("GET", "HEAD")}
@@ -90,7 +90,7 @@ def _handle(
     request: flask.Request, settings: config.Settings, origin: str | None, log: dict[str, object]
 ) -> flask.Response:
     # First, on every path: a body the server cannot read must not reach anything else.
-    _check_body(request)
+    request_body.check(request)
     allowed = _METHODS.get(request.path)
     if allowed is None:
         raise HttpError(404, f"not found; the counter answers at / and {BADGE_PATH}")
@@ -206,25 +206,6 @@ def _options(request: flask.Request) -> flask.Response:
     )
 
 
-def _check_body(request: flask.Request) -> None:
-    declared = request.content_length
-    too_big = HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
-    if declared is not None and declared > MAX_BODY_BYTES:
-        raise too_big
-    try:
-        # A chunked body declares no length: read one byte past the limit to find out.
-        body = _read_at_most(request.stream, MAX_BODY_BYTES + 1)
-    except _BODY_ERRORS:
-        body = None
-    if body is None or (declared is not None and len(body) < declared):
-        # Nothing more can be read. functions-framework reads the body again after the answer,
-        # and Flask's development server would raise again there: leave it an empty one.
-        request.stream = io.BytesIO()
-        raise HttpError(400, "the request body is malformed or cut short")
-    if len(body) > MAX_BODY_BYTES:
-        raise too_big
-
-
 def _days(request: flask.Request, settings: config.Settings) -> int | None:
     """How many days of history the request asks for, if any."""
     given = request.args.getlist("days")
@@ -238,14 +219,6 @@ def _days(request: flask.Request, settings: config.Settings) -> int | None:
         return days.parse_count(given[0])
     except ValueError as exc:
         raise HttpError(400, str(exc)) from None
-
-
-def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
-    """Up to `limit` bytes, until the end of the body; a read may return less than asked."""
-    body = b""
-    while len(body) < limit and (piece := stream.read(limit - len(body))):
-        body += piece
-    return body
 
 
 def _page(request: flask.Request, settings: config.Settings) -> str:

@@ -1,10 +1,10 @@
 """Whether a user agent is a bot, by crawlerdetect's rules, without its slow first use.
 
-crawlerdetect joins some 1,460 patterns into one regular expression, and compiling it is about
-15 ms of full CPU (90 ms at 0.167 vCPU) on the first request of every instance. Nearly all of
-them are plain words, and for an ASCII user agent a plain word matches under re.IGNORECASE
-exactly when its lower case occurs in the agent's lower case. So the words are looked up by
-their first two letters, and only the 80 or so real patterns are compiled (about 2 ms). An agent
+crawlerdetect joins some 1,460 patterns into one regular expression, and compiling it is a
+noticeable part of the first request of every instance. Nearly all of them are plain words,
+and for an ASCII user agent a plain word matches under re.IGNORECASE exactly when its lower
+case occurs in the agent's lower case. So the words are looked up by their first two letters,
+and only the 80 or so real patterns are compiled. An agent
 with any other character goes through crawlerdetect's own expression, where Unicode case rules
 could differ. Either way the answer is crawlerdetect's; tests/test_bots.py compares them.
 """
