@@ -8,7 +8,8 @@ counter/google_ranges.py) nor a private, loopback or link-local one. FORWARDED_H
 this with a fixed position from the right, as werkzeug's ProxyFix would; ProxyFix itself can't
 express the default rule, whose number of hops depends on the path the request took.
 
-An IPv6 client is its /64: one host can take any address of its /64 at will.
+An IPv6 client is its /64: one host can take any address of its /64 at will. Limits per address
+take an IPv6 client's /48 (`site`), the prefix a site gets.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from counter import google_ranges
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 IPV6_CLIENT_PREFIX = 64
-MAX_UNPARSED_LENGTH = 64
+IPV6_SITE_PREFIX = 48
+"""An IPv6 site's prefix: end sites get a /48 or a /56, so a client can't cheaply leave it."""
+UNPARSED = "unparsed"
+"""The one identity of every forwarding entry that is not an address."""
 
 # Addresses no visitor on the internet has: private networks, shared address space (carrier
 # NAT), loopback and link-local. (Python's is_private would also take the documentation ranges.)
@@ -61,6 +65,14 @@ def client(forwarded_for: str | None, remote_addr: str | None, *, hops: int = 0)
     return _identity(entries[0])  # every hop is Google's or private: the furthest one known
 
 
+def site(identity: str) -> str:
+    """The network a client identity belongs to for per-address limits: an IPv6 one's /48."""
+    if ":" not in identity:
+        return identity  # an IPv4 address, or UNPARSED
+    network = ipaddress.ip_network(identity, strict=False)
+    return str(network.supernet(new_prefix=IPV6_SITE_PREFIX))
+
+
 def parse(entry: str) -> Address | None:
     """An address from a forwarding entry ('1.2.3.4', '1.2.3.4:80', '[2001:db8::1]:443')."""
     text = entry.strip()
@@ -90,7 +102,8 @@ def _identity(entry: str) -> str:
     """The text a client is known by: its address, an IPv6 one as its /64."""
     address = parse(entry)
     if address is None:
-        return entry.strip()[:MAX_UNPARSED_LENGTH]  # not an address; still hashed, never stored
+        # One identity for all of them: a forged entry must not be a new client each time.
+        return UNPARSED
     if address.version == 6:
         network = ipaddress.ip_network((address, IPV6_CLIENT_PREFIX), strict=False)
         return str(network)

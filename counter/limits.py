@@ -19,12 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from counter.config import Settings
+from counter.daily_limit import DailyWrites
 
 MAX_CLIENTS = 10_000
 """Clients remembered at once; the least recently seen is forgotten first."""
 
 ADDRESS_FACTOR = 5
 """An address may send this many times a client's limit, whatever user agents it claims."""
+
+PER_ADDRESS_AND_PAGE = 5
+"""Visitors one address may add to one page per unique-visitor window: a household's browsers."""
+
+_KEY = secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,6 @@ class RateLimiter:
         self.per_minute = per_minute
         self._max_clients = max_clients
         self._clock = clock
-        self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._buckets: collections.OrderedDict[bytes, tuple[float, float]] = (
             collections.OrderedDict()
@@ -74,8 +79,8 @@ class RateLimiter:
 
     def check(self, address: str, user_agent: str) -> Decision:
         """Take one request from the client's bucket and its address's, if both have one."""
-        client = (self._digest(f"{address}\n{user_agent}"), self.per_minute)
-        whole_address = (self._digest(address), self.per_minute * ADDRESS_FACTOR)
+        client = (digest(f"{address}\n{user_agent}"), self.per_minute)
+        whole_address = (digest(address), self.per_minute * ADDRESS_FACTOR)
         now = self._clock()
         with self._lock:
             levels = [
@@ -108,47 +113,61 @@ class RateLimiter:
         while len(self._buckets) > self._max_clients:
             self._buckets.popitem(last=False)
 
-    def _digest(self, identity: str) -> bytes:
-        return hmac.new(
-            self._key, identity.encode("utf-8", "surrogatepass"), hashlib.sha256
-        ).digest()[:16]
 
+class WindowVisits:
+    """Counted visits per address and page within the unique-visitor window, at most a few.
 
-class DailyWrites:
-    """Counted visits of this instance in the current UTC day, against a daily limit."""
+    Unique visitors count each browser once, and a user agent is whatever the client says: so an
+    address (a household, an office) counts at most PER_ADDRESS_AND_PAGE visitors of a page per
+    window, however many browsers it claims.
+    """
 
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.time) -> None:
-        self.limit = limit
+    def __init__(
+        self,
+        window_seconds: int,
+        *,
+        per_window: int = PER_ADDRESS_AND_PAGE,
+        max_entries: int = MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window_seconds
+        self.per_window = per_window
+        self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
-        self._day = -1
-        self._count = 0
+        self._seen: collections.OrderedDict[bytes, list[float]] = collections.OrderedDict()
 
-    def exhausted(self) -> bool:
-        """Whether today's limit has been reached (never, with a limit of 0)."""
+    def reserve(self, address: str, page: str) -> bytes | None:
+        """A place for one more visitor from this address to this page; None if it has none."""
+        key = digest(f"{address}\n{page}")
+        now = self._clock()
         with self._lock:
-            self._roll()
-            return bool(self.limit) and self._count >= self.limit
+            times = [t for t in self._seen.get(key, ()) if t > now - self.window]
+            if len(times) >= self.per_window:
+                self._seen[key] = times
+                return None
+            self._seen[key] = [*times, now]
+            self._seen.move_to_end(key)
+            while len(self._seen) > self._max_entries:
+                self._seen.popitem(last=False)
+        return key
 
-    def record(self) -> bool:
-        """Count one write; True exactly once a day, for the write that reaches the limit."""
+    def release(self, key: bytes) -> None:
+        """Give back the latest place taken under this key (its visit was not counted)."""
         with self._lock:
-            self._roll()
-            self._count += 1
-            return bool(self.limit) and self._count == self.limit
-
-    def _roll(self) -> None:
-        day = int(self._clock() // 86_400)
-        if day != self._day:
-            self._day, self._count = day, 0
+            times = self._seen.get(key)
+            if times:
+                times.pop()
 
 
 @dataclass(frozen=True)
 class Limits:
-    """One instance's limits: requests per client (None when off) and writes per day."""
+    """One instance's limits: requests per client (None when off), writes per day, and the
+    visitors an address may add to a page per unique-visitor window (None when that is off)."""
 
     requests: RateLimiter | None
     writes: DailyWrites
+    window: WindowVisits | None
 
 
 @functools.cache
@@ -157,4 +176,12 @@ def for_settings(settings: Settings) -> Limits:
     requests = (
         RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
     )
-    return Limits(requests, DailyWrites(settings.daily_write_limit))
+    window = settings.unique_window_seconds
+    return Limits(
+        requests, DailyWrites(settings.daily_write_limit), WindowVisits(window) if window else None
+    )
+
+
+def digest(identity: str) -> bytes:
+    """A keyed hash of a client's identity under a key that never leaves this process."""
+    return hmac.new(_KEY, identity.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]

@@ -38,10 +38,11 @@ DAY_KIND = "PageDay"
 the page's own PageCount key; its integer property is COUNT."""
 
 
-NotCounted = Literal["bot", "repeat", "daily-limit"]
+NotCounted = Literal["bot", "repeat", "address-limit", "daily-limit"]
 """Why a visit was not counted: a bot's user agent, a visitor already counted within the
-unique-visitor window, or the instance's DAILY_WRITE_LIMIT reached. The answer and the log line
-name it."""
+unique-visitor window, an address that added its few visitors to the page in this window, or
+the instance's DAILY_WRITE_LIMIT (or the address's share of it) reached. The answer and the log
+line name it."""
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,12 @@ class UniqueVisitors:
         self._lock = threading.Lock()
         self._salts: dict[str, bytes | None] = {}
 
-    def visit(self, page: str, address: str, user_agent: str) -> Visit:
-        """Count this visitor's visit to a page unless they visited within the window."""
+    def visit(self, page: str, address: str, user_agent: str, *, may_count: bool = True) -> Visit:
+        """Count this visitor's visit to a page unless they visited within the window.
+
+        With may_count False (their address has added its visitors to the page for now) a new
+        visitor is refused, and a repeat is still a repeat.
+        """
         now = self._clock()
         deadline = self.db.deadline()
         visitor = visitor_id(self.salt(days.date_of(now)), address, user_agent, page)
@@ -70,7 +74,17 @@ class UniqueVisitors:
                 repeat = self._repeat_across_midnight(page, visitor, earlier, now, deadline)
                 if repeat is not None:
                     return repeat
+        if not may_count:
+            return self._repeat_or_refused(page, visitor, now, deadline)
         return self.count_first_visit(page, visitor, now=now, deadline=deadline)
+
+    def _repeat_or_refused(self, page: str, visitor: str, now: float, deadline: float) -> Visit:
+        """A repeat if the visitor's marker is live, else refused for its address; no write."""
+        key = self.db.key(MARKER_KIND, visitor)
+        shard_keys = self.counts.keys(page)
+        found = self.db.lookup([key, *shard_keys], deadline=deadline)
+        reason = "repeat" if _live(found.get(path_of(key)), now) else "address-limit"
+        return Visit(self.counts.sum_of(found, shard_keys), counted=False, reason=reason)
 
     def count_first_visit(self, page: str, visitor: str, *, now: float, deadline: float) -> Visit:
         """Count a visitor (a hash) once per page per window; a repeat visit only reads the count.
