@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 import flask
 import functions_framework
@@ -79,9 +80,8 @@ def visits(request: flask.Request) -> flask.Response:
 def _unrouted(_error: HTTPException) -> flask.Response:
     """Answer what functions-framework's router keeps from the function as the function would.
 
-    The router answers /favicon.ico and /robots.txt itself and matches no path with a newline
-    after its first character, with Flask's HTML 404: no JSON, no headers, no log line. The
-    function refuses those paths too, so it answers them.
+    The router answers /favicon.ico, /robots.txt and paths with a newline after their first
+    character itself, with Flask's HTML 404 and no log line; the function refuses them too.
     """
     return visits(flask.request)
 
@@ -91,7 +91,7 @@ def _handle(
 ) -> flask.Response:
     # First, on every path: a body the server cannot read must not reach anything else.
     request_body.check(request)
-    allowed = _METHODS.get(request.path)
+    allowed = _METHODS.get(_path(request))
     if allowed is None:
         raise HttpError(404, f"not found; the counter answers at / and {BADGE_PATH}")
     method = request.method
@@ -176,12 +176,13 @@ def _badge(
     except badge.BadgeError as exc:
         raise HttpError(400, str(exc)) from None
     # An image can only GET, so counting from one takes an explicit opt-in on both sides.
-    counts_hit = request.args.get("count") in ("1", "true")
-    if counts_hit and not settings.badge_counts:
+    asks_to_count = request.args.get("count") in ("1", "true")
+    if asks_to_count and not settings.badge_counts:
         raise HttpError(403, "counting from a badge is off; see BADGE_COUNTS")
     page = _page(request, settings)
     log["page"] = page
     counter = instance.for_settings(settings)
+    counts_hit = asks_to_count and request.method == "GET"  # HEAD never counts
     count = (
         visit_rules.hit(settings, counter, page).count if counts_hit else counter.counts.read(page)
     )
@@ -196,7 +197,12 @@ def _options(request: flask.Request) -> flask.Response:
     if requested is None:
         return empty_response({"Allow": ALLOWED_METHODS})
     if requested not in ("GET", "HEAD", "POST"):
-        raise HttpError(405, f"method {requested} is not allowed", {"Allow": ALLOWED_METHODS})
+        # Not echoed: the header is the client's to fill with anything.
+        raise HttpError(
+            405,
+            "the preflight asks for a method the counter does not allow",
+            {"Allow": ALLOWED_METHODS},
+        )
     return empty_response(
         {
             "Access-Control-Allow-Methods": ALLOWED_METHODS,
@@ -219,6 +225,16 @@ def _days(request: flask.Request, settings: config.Settings) -> int | None:
         return days.parse_count(given[0])
     except ValueError as exc:
         raise HttpError(400, str(exc)) from None
+
+
+def _path(request: flask.Request) -> str:
+    """The path exactly as the request line gave it: werkzeug's request.path has leading
+    slashes merged (// is /) and %2F decoded, and the counter answers only at its two paths."""
+    target = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if target is None:
+        return request.path
+    path = target.partition("?")[0].partition("#")[0]
+    return path if path.startswith("/") else urlsplit(path).path
 
 
 def _page(request: flask.Request, settings: config.Settings) -> str:

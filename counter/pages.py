@@ -8,9 +8,10 @@ from urllib.parse import unquote
 MAX_PAGE_LENGTH = 256
 """Longest page accepted, in characters: a URL path, far below Datastore's 1,500-byte key limit."""
 
-# Control characters, line/paragraph separators and lone surrogates: none belongs in a path,
-# and each can forge log lines or break keys.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Control and format characters (bidirectional overrides, zero-width ones), line and paragraph
+# separators and lone surrogates: none belongs in a path, and each can forge log lines, break
+# keys or make one page look like another in the owner's listing.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _DOT_SEGMENTS = frozenset({".", ".."})
 
 
@@ -23,7 +24,7 @@ def problem(page: str) -> str | None:
     if "?" in page or "#" in page:
         return "page must be a path without a query or fragment"
     if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in page):
-        return "page contains control characters"
+        return "page contains control characters or invisible formatting"
     # A page is a key, never resolved like a file path, so /blog/../x would be a page of its
     # own under /blog/: refused, so that an ALLOWED_PAGES prefix means what it says.
     segments = page.split("/")[1:]
@@ -35,10 +36,10 @@ def problem(page: str) -> str | None:
 
 
 def _decoded(segment: str) -> str:
-    """A segment with its percent-encoding undone, however many times it was applied."""
-    for _ in range(3):
-        decoded = unquote(segment)
-        if decoded == segment:
-            break
+    """A segment with its percent-encoding undone, however many times it was applied.
+
+    Each round that changes the text shortens it, so the loop ends.
+    """
+    while (decoded := unquote(segment)) != segment:
         segment = decoded
     return segment

@@ -19,6 +19,8 @@ import argparse
 import csv
 import json
 import sys
+import unicodedata
+from pathlib import Path
 from typing import TextIO
 
 import google.auth.exceptions
@@ -104,13 +106,15 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export", help="CSV of every page: page,total,date,count, one row per day"
     )
-    export.add_argument("--output", metavar="FILE", help="write to FILE, not standard output")
+    export.add_argument(
+        "--output", type=_output, metavar="FILE", help="write to FILE, not standard output"
+    )
     export.set_defaults(run=_export)
 
     importing = commands.add_parser(
         "import", help="add an old count (e.g. kind analytics, property count) to a page, once"
     )
-    importing.add_argument("--kind", default="analytics", help="kind of the old entity")
+    importing.add_argument("--kind", type=_kind, default="analytics", help="kind of the old entity")
     which = importing.add_mutually_exclusive_group(required=True)
     which.add_argument("--name", help="key name of the old entity")
     which.add_argument("--id", type=int, help="numeric key id of the old entity")
@@ -132,15 +136,37 @@ def _page(raw: str) -> str:
 
 
 def _count(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
+    # ASCII digits only: int() would also take "1_000", " 7" and other scripts' digits.
+    value = int(raw) if raw.isascii() and raw.isdigit() else -1
     if not 0 <= value <= owner_changes.MAX_COUNT:
         raise argparse.ArgumentTypeError(
             f"{raw!r}: N must be a whole number from 0 to {owner_changes.MAX_COUNT}"
         )
     return value
+
+
+def _output(raw: str) -> Path:
+    path = Path(raw)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{raw!r} is a folder; name a file in it")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{raw!r}: there is no folder {str(path.parent)!r}")
+    return path
+
+
+def _kind(raw: str) -> str:
+    if not raw or raw.startswith("__"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a kind (Datastore's own start with __)")
+    return raw
+
+
+def _shown(page: str) -> str:
+    """A stored page name safe to print: characters that could hide or fake text, escaped."""
+    refused = ("Cc", "Cf", "Cs", "Zl", "Zp")
+    return "".join(
+        ch.encode("unicode_escape").decode() if unicodedata.category(ch) in refused else ch
+        for ch in page
+    )
 
 
 def _days(raw: str) -> int:
@@ -161,7 +187,7 @@ def _list(counts: PageCounts, args: argparse.Namespace) -> int:
     width = max(len(f"{count:,}") for _, count in listed)
     print(f"{'count':>{width}}  page")
     for page, count in listed:
-        print(f"{count:>{width},}  {page}")
+        print(f"{count:>{width},}  {_shown(page)}")
     total = sum(count for _, count in listed)
     print(f"{len(listed):,} page{'s' * (len(listed) != 1)}, {total:,} visits in all")
     return DONE
@@ -227,8 +253,11 @@ def _export(counts: PageCounts, args: argparse.Namespace) -> int:
     if args.output is None:
         _write_csv(sys.stdout, rows)
         return DONE
-    with open(args.output, "w", encoding="utf-8", newline="") as out:
-        _write_csv(out, rows)
+    try:
+        with args.output.open("w", encoding="utf-8", newline="") as out:
+            _write_csv(out, rows)
+    except OSError as exc:
+        raise BadInput(f"could not write {str(args.output)!r}: {exc.strerror}") from None
     print(f"Wrote {len(rows):,} pages to {args.output}.", file=sys.stderr)
     return DONE
 
