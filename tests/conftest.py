@@ -195,6 +195,12 @@ def readme_block(name: str) -> str:
     return match.group(1)
 
 
+def function_source(root: Path) -> list[str]:
+    """What a deploy must upload: main.py, requirements.txt, the package's modules, its folder."""
+    package = sorted(path.relative_to(root).as_posix() for path in (root / "counter").glob("*.py"))
+    return ["counter/", *package, "main.py", "requirements.txt"]
+
+
 def rpc(db: Database, method: str, request: Message) -> Message:
     """One Datastore call through the library's client, bypassing the product's own methods:
     `method` is the client's (lookup, run_query …), request and answer plain protobuf."""

@@ -57,8 +57,22 @@ def test_an_ipv6_client_is_its_slash_64() -> None:
     assert addresses.client("2001:db8:85a3:13::1", None) != "2001:db8:85a3:12::/64"
 
 
-def test_a_forwarding_entry_that_is_no_address_is_cut_short() -> None:
-    assert addresses.client("x" * 500, None) == "x" * addresses.MAX_UNPARSED_LENGTH
+@pytest.mark.parametrize("entry", ["x" * 500, "203.0.113.19%1", "203.0.113.19%2", "unknown"])
+def test_every_forwarding_entry_that_is_no_address_is_the_same_one_client(entry: str) -> None:
+    assert addresses.client(entry, None) == addresses.UNPARSED
+
+
+@pytest.mark.parametrize(
+    ("identity", "site"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:77:1::/64", "2001:db8:77::/48"),
+        ("2001:db8:77:ffff::/64", "2001:db8:77::/48"),
+        (addresses.UNPARSED, addresses.UNPARSED),
+    ],
+)
+def test_limits_per_address_take_an_ipv6_clients_48(identity: str, site: str) -> None:
+    assert addresses.site(identity) == site
 
 
 @pytest.mark.parametrize(

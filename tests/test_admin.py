@@ -20,13 +20,13 @@ import pytest
 import requests
 
 from conftest import ROOT, FakeClock, LiveServer, RpcCounter
-from counter import config, days, instance, owner, owner_changes
+from counter import config, days, instance, owner, owner_changes, queries
 from counter import messages as ds
 from counter.page_counts import COUNT, DAY_KIND, KIND, PageCounts
 from scripts import admin
 from scripts.emulator import free_port
+from user_agents import BROWSER
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 TODAY = days.date_of(FakeClock().now)
 
 
@@ -75,7 +75,7 @@ def sharded(env: Callable[..., None], shards: int) -> PageCounts:
 
 def stored(counts: PageCounts, kind: str = KIND) -> dict[str | tuple[str, str], int]:
     """Every entity of a kind in the namespace with its count, by key name (page, date for days)."""
-    found = counts.db.query(kind)
+    found = queries.query(counts.db, kind)
     names = ((tuple(e.name for e in x.key.path), x.properties[COUNT].integer_value) for x in found)
     return {path[0] if len(path) == 1 else path: count for path, count in names}
 
@@ -144,7 +144,7 @@ def test_set_merges_every_shard_into_the_page_and_keeps_its_other_properties(
     history = stored(counts, DAY_KIND)
     assert sum(history.values()) == 20
     assert {date.partition("#")[0] for _, date in history} == {TODAY}
-    [page] = counts.db.query(KIND)
+    [page] = queries.query(counts.db, KIND)
     assert page.properties["title"] == title
     assert hot.increment("/hot") == 501
 
@@ -219,6 +219,7 @@ def test_changing_an_unknown_page_exits_2(counts: PageCounts, run, command: list
     status, _, err = run(*command)
     assert status == 2
     assert "no page /nope is counted here" in err
+    assert stored(counts) == {}  # refused, not made
 
 
 def test_delete_removes_the_page_its_shards_and_history_and_nothing_else(
@@ -353,7 +354,8 @@ def test_an_unreachable_database_exits_1(env: Callable[..., None], run) -> None:
     assert "Datastore is unavailable" in err
 
 
-def test_the_tool_runs_as_a_module(namespace: str, emulator_host: str) -> None:
+def test_the_tool_runs_as_a_module(counts: PageCounts, namespace: str, emulator_host: str) -> None:
+    counts.increment("/")  # found only if the tool reads the namespace it is given
     environment = {
         **{k: v for k, v in os.environ.items() if k not in config.ENV_NAMES},
         "DATASTORE_EMULATOR_HOST": emulator_host,
@@ -368,7 +370,7 @@ def test_the_tool_runs_as_a_module(namespace: str, emulator_host: str) -> None:
         text=True,
         timeout=60,
     )
-    assert (result.returncode, json.loads(result.stdout)) == (0, [])
+    assert (result.returncode, json.loads(result.stdout)) == (0, [{"page": "/", "count": 1}])
 
 
 # Changing a count while hits arrive: hits go through a real function server, the change

@@ -94,8 +94,20 @@ def test_badge_only_reads(client: FlaskClient, page: str) -> None:
 
 
 @pytest.mark.parametrize(("count", "shown"), [(0, "0"), (999, "999"), (1234567, "1,234,567")])
-def test_counts_are_grouped_and_badge_widens(count: int, shown: str) -> None:
+def test_counts_are_grouped(count: int, shown: str) -> None:
     svg = parse(badge.render("visits", count, "4c1").encode())
-    assert [t.text for t in svg.iter(f"{SVG}text")][1] == shown
-    narrow = int(parse(badge.render("visits", 0, "4c1").encode()).get("width"))
-    assert int(svg.get("width")) >= narrow
+    assert [t.text for t in svg.iter(f"{SVG}text")] == ["visits", shown]
+
+
+def drawn(count: int) -> tuple[int, int]:
+    """The badge's width and its label half's, as drawn for a count."""
+    svg = parse(badge.render("visits", count, "4c1").encode())
+    [label] = [rect for rect in svg.iter(f"{SVG}rect") if rect.get("fill") == "#555"]
+    return int(svg.get("width")), int(label.get("width"))
+
+
+@pytest.mark.parametrize(("fewer", "more"), [(9, 10), (999, 1_000), (999_999, 1_234_567)])
+def test_a_longer_count_widens_the_badge_but_not_its_label(fewer: int, more: int) -> None:
+    (narrow, label), (wide, same_label) = drawn(fewer), drawn(more)
+    assert wide > narrow
+    assert same_label == label

@@ -12,10 +12,10 @@ from crawlerdetect import CrawlerDetect
 from crawlerdetect.providers.crawlers import data as crawler_patterns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_unique_visitors import BOTS, BROWSERS
 
 from conftest import ROOT
 from counter import bots
+from user_agents import BOTS, BROWSERS
 
 DETECTOR = CrawlerDetect()
 WORDS = [word for word in map(bots.plain_word, crawler_patterns) if word]

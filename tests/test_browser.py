@@ -37,6 +37,7 @@ from counter import config, days, instance
 from counter import messages as ds
 from counter.page_counts import COUNT
 from scripts.emulator import free_port
+from user_agents import BROWSER
 
 # Debian's chromium by default; CHROMIUM_PATH names another Chromium build.
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium")
@@ -558,8 +559,7 @@ def test_with_unique_visitors_a_refresh_does_not_count_but_another_browser_does(
     unique = site_function("browser-unique", UNIQUE_WINDOW_SECONDS="1800")
     url = f"{site.origin}/{publish(site_dir, counter_span(unique.url, page))}"
     # The same machine, so the same address: a visitor is told apart by browser, not profile.
-    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
-    first, second = new_context(browser), new_context(browser, user_agent=firefox)
+    first, second = new_context(browser), new_context(browser, user_agent=BROWSER)
     try:
         tab = Tab(first.new_page())
         assert [load(tab, url) for _ in range(3)] == [["1"], ["1"], ["1"]]
@@ -610,14 +610,13 @@ def test_a_hostile_badge_label_runs_no_script(
     response = tab.page.goto(badge_url(function, page, label))
 
     assert response is not None
-    assert response.status in (200, 400)
+    assert response.status == 200  # drawn, not refused: the label is printable and short
     assert tab.dialogs == []
     assert tab.page_errors == []
     # Neither a script nor any element with an event handler made it into the parsed document.
     handlers = "[onload], [onerror], [onclick], [onmouseover]"
     assert tab.page.locator(f"script, {handlers}").count() == 0
-    if response.status == 200:
-        assert tab.page.locator("svg text").first.text_content() == label
+    assert tab.page.locator("svg text").all_text_contents() == [label, "0"]
 
 
 STATS_SETTLED = """() => ["ok", "error"].includes(

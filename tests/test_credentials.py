@@ -20,17 +20,16 @@ from counter import config, instance
 from google_standin import (
     ACCOUNT_PATH,
     DATASTORE_TARGET,
-    SERVICE_ACCOUNT,
     JWT_BEARER,
     PING_PATH,
     PROJECT_ID_PATH,
+    SERVICE_ACCOUNT,
     TOKEN_PATH,
     GoogleStandIn,
     write_service_account_key,
 )
 from scripts.emulator import free_port
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+from user_agents import BROWSER
 
 
 def on_the_platform(

@@ -13,8 +13,8 @@ from counter import days, instance
 from counter import messages as ds
 from counter.page_counts import DAY_KIND, KIND
 from counter.unique_visitors import MARKER_KIND
+from user_agents import BROWSER
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 TODAY = days.date_of(FakeClock().now)
 MIDNIGHT = FakeClock().now - FakeClock().now % 86_400
 

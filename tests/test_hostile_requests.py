@@ -18,8 +18,7 @@ from conftest import PROJECT, SITE, LiveServer, run_query
 from counter import config, instance
 from counter.page_counts import KIND
 from counter.page_counts import count_of as count_of_entity
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+from user_agents import BROWSER
 
 
 @pytest.fixture(scope="module")

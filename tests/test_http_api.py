@@ -8,8 +8,10 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from conftest import SITE
+from conftest import SITE, run_query
+from counter import config, instance
 from scripts.emulator import free_port
+from user_agents import BROWSER
 
 
 def count_of(client: FlaskClient, page: str) -> int:
@@ -45,9 +47,6 @@ def test_get_reads_without_counting(client: FlaskClient, page: str) -> None:
     client.post("/", query_string={"page": page})
     assert count_of(client, page) == 1
     assert count_of(client, page) == 1
-
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 
 
 def test_with_count_on_get_a_get_counts_and_answers_like_a_post(
@@ -194,10 +193,12 @@ def test_preflight_for_a_refused_method_is_refused(client: FlaskClient) -> None:
     ],
 )
 def test_bad_pages_are_refused_and_nothing_is_written(
-    client: FlaskClient, bad_page: str, words: str
+    client: FlaskClient, env: Callable[..., None], namespace: str, bad_page: str, words: str
 ) -> None:
+    env(DATASTORE_NAMESPACE=namespace)  # so any entity found below was written by this POST
     response = client.post("/", query_string={"page": bad_page})
     assert words in assert_error(response, 400)["error"]["message"]
+    assert run_query(instance.for_settings(config.settings()).db) == []
 
 
 def test_longest_allowed_page_is_counted(client: FlaskClient, page: str) -> None:
@@ -221,8 +222,10 @@ def test_oversized_body_is_refused_and_not_counted(client: FlaskClient, page: st
 
 
 def test_small_body_is_ignored(client: FlaskClient, page: str) -> None:
-    response = client.post("/", query_string={"page": page}, json={"page": "/elsewhere"})
+    elsewhere = f"{page}/elsewhere"
+    response = client.post("/", query_string={"page": page}, json={"page": elsewhere})
     assert response.get_json() == {"count": 1, "counted": True}
+    assert count_of(client, elsewhere) == 0
 
 
 def test_other_paths_are_not_found(client: FlaskClient, page: str) -> None:
@@ -230,13 +233,13 @@ def test_other_paths_are_not_found(client: FlaskClient, page: str) -> None:
     assert count_of(client, page) == 0
 
 
+@pytest.mark.parametrize("dotted", ["/blog/../../x", "/blog/%2e%2e/%2e%2e/x", "/blog/./x"])
 def test_dot_segments_do_not_slip_past_an_allowed_prefix(
-    client: FlaskClient, env: Callable[..., None]
+    client: FlaskClient, env: Callable[..., None], dotted: str
 ) -> None:
     env(ALLOWED_PAGES="/blog/*")
-    for page in ("/blog/../../x", "/blog/%2e%2e/%2e%2e/x", "/blog/./x"):
-        response = client.post("/", query_string={"page": page})
-        assert ". or .. segments" in assert_error(response, 400)["error"]["message"]
+    response = client.post("/", query_string={"page": dotted})
+    assert ". or .. segments" in assert_error(response, 400)["error"]["message"]
 
 
 @pytest.mark.parametrize(

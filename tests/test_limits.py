@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from counter.limits import ADDRESS_FACTOR, DailyWrites, RateLimiter
+from counter.daily_limit import DailyWrites
+from counter.limits import ADDRESS_FACTOR, RateLimiter
 
 
 class Clock:
@@ -56,12 +57,13 @@ def test_the_table_of_clients_stays_bounded(clock: Clock) -> None:
     limiter = RateLimiter(60, max_clients=1_000, clock=clock)
     for n in range(20_000):
         limiter.check(f"198.51.{n // 256}.{n % 256}", "Mozilla/5.0")
-    assert len(limiter) <= 1_000
+    assert len(limiter) == 1_000  # full, and no fuller: the oldest were forgotten
 
 
 def test_nothing_about_the_client_is_kept_in_clear(clock: Clock) -> None:
     limiter = RateLimiter(60, clock=clock)
     limiter.check("203.0.113.7", "UniqueAgent/1.0")
+    assert len(limiter) == 2  # the client and its address are held, as keyed hashes
     held = repr(vars(limiter))
     assert "203.0.113" not in held
     assert "UniqueAgent" not in held
@@ -70,14 +72,30 @@ def test_nothing_about_the_client_is_kept_in_clear(clock: Clock) -> None:
 def test_the_daily_cap_is_reached_once_and_resets_at_midnight() -> None:
     now = [86_400.0 * 20_000 + 3_600]
     writes = DailyWrites(3, clock=lambda: now[0])
-    reached = [writes.record() for _ in range(5)]
-    assert reached == [False, False, True, False, False]
+    taken = [writes.reserve(None) for _ in range(5)]
+    assert [t.allowed for t in taken] == [True, True, True, False, False]
+    assert [t.reached for t in taken] == [False, False, True, False, False]
     assert writes.exhausted()
     now[0] += 86_400
     assert not writes.exhausted()
 
 
+def test_a_place_given_back_is_taken_again_and_the_cap_still_holds() -> None:
+    writes = DailyWrites(2)
+    first, second = writes.reserve(None), writes.reserve(None)
+    writes.release(second)  # that visit was a repeat after all
+    again, past = writes.reserve(None), writes.reserve(None)
+    assert (first.allowed, again.allowed, past.allowed) == (True, True, False)
+
+
+def test_one_address_takes_at_most_its_share_of_the_day() -> None:
+    writes = DailyWrites(300)  # a share of 300 // ADDRESS_SHARE = 3
+    greedy = [writes.reserve(b"one").allowed for _ in range(5)]
+    assert greedy == [True, True, True, False, False]
+    assert writes.reserve(b"another").allowed
+
+
 def test_a_cap_of_zero_is_no_cap() -> None:
     writes = DailyWrites(0)
-    assert not any(writes.record() for _ in range(1_000))
+    assert all(writes.reserve(b"one").allowed for _ in range(1_000))
     assert not writes.exhausted()

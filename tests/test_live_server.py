@@ -12,9 +12,8 @@ import requests
 
 from conftest import LiveServer
 from scripts.emulator import Emulator
+from user_agents import BROWSER
 
-# requests' own user agent is rightly taken for a bot; these tests stand in for browsers.
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 HITS = 300
 CLIENTS = 32
 

@@ -7,11 +7,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from google.api_core import exceptions
 
 from conftest import RpcCounter
 from counter import config, instance
-from google.api_core import exceptions
-
 from counter.datastore import StoreUnavailable
 from counter.page_counts import PageCounts
 

@@ -120,9 +120,11 @@ def test_import_from_a_missing_source_changes_nothing(
     source = counts.db.key("analytics", f"missing{page}")
     if properties is not None:
         put(counts, source, **properties)
+    before = get(counts, source)
     with pytest.raises((LookupError, ValueError), match=message):
         owner_changes.import_count(counts, source, "count", page)
     assert get(counts, counts.shard_key(page, 0)) is None
+    assert get(counts, source) == before
 
 
 def test_sharded_page_spreads_writes_and_reads_the_exact_total(

@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 
 from conftest import SITE, RpcCounter
 from counter import instance
+from user_agents import BROWSER
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 GOOGLE_PROXY = "66.102.8.142"
 
 
@@ -115,6 +115,7 @@ def test_the_daily_write_limit_stops_counting_and_says_so_once(
     rpcs.calls.clear()
     post(client, page, "192.0.2.99")
     assert "Commit" not in rpcs.calls  # past the limit nothing is written
+    assert client.get("/", query_string={"page": page}).get_json() == {"count": 5}
     warnings = [
         json.loads(line)
         for line in capsys.readouterr().out.splitlines()

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, function_source
 from real_gcloud import GCLOUD, sdk
 
 pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed")
 
-ROOT = Path(__file__).resolve().parent.parent
 # Paths that must never ship, whether or not they exist in this checkout yet.
 NEVER_UPLOADED = [
     "tests/test_x.py",
@@ -65,12 +65,6 @@ with tempfile.TemporaryDirectory() as folder:
 def gcloud_archive(source: Path) -> list[str]:
     """The names in the zip gcloud would upload for source, as the SDK's own code builds it."""
     return json.loads(sdk().run_python(ARCHIVE_SCRIPT, cwd=source))
-
-
-def function_source(root: Path) -> list[str]:
-    """What must ship: main.py, requirements.txt, the package's modules and its folder."""
-    package = sorted(path.relative_to(root).as_posix() for path in (root / "counter").glob("*.py"))
-    return ["counter/", *package, "main.py", "requirements.txt"]
 
 
 @pytest.fixture(scope="module")
