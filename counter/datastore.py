@@ -190,7 +190,7 @@ class Database:
         return found
 
     def run_query(self, request: ds.RunQueryRequest) -> ds.RunQueryResponse:
-        """One batch of a query's results, with a deadline of its own (counter/queries.py)."""
+        """One batch of a query's results, with a deadline of its own (owner/queries.py)."""
         return self._call("run_query", request, self.deadline(), RETRY_IDEMPOTENT)
 
     def begin(self, *, deadline: float) -> bytes:

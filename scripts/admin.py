@@ -26,9 +26,10 @@ from typing import TextIO
 import google.auth.exceptions
 from google.api_core.exceptions import GoogleAPICallError
 
-from counter import config, days, instance, owner, owner_changes, pages
+from counter import config, days, instance, pages
 from counter.datastore import StoreUnavailable
 from counter.page_counts import History, PageCounts
+from owner import changes, reads
 
 DONE, NOT_DONE, BAD_INPUT = 0, 1, 2
 DEFAULT_DAYS = 30
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     try:
         counts = instance.build(config.settings()).counts
         return args.run(counts, args)
-    except (BadInput, owner.UnknownPage, owner_changes.BadSource, config.ConfigError) as exc:
+    except (BadInput, reads.UnknownPage, changes.BadSource, config.ConfigError) as exc:
         return _fail(parser, exc, BAD_INPUT)
     except StoreUnavailable as exc:
         if isinstance(exc.__cause__, google.auth.exceptions.DefaultCredentialsError):
@@ -75,7 +76,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     setting = commands.add_parser("set", help="make a page's count exactly N")
     setting.add_argument("page", type=_page, help="the page, a path such as /blog/post-1")
     setting.add_argument(
-        "n", type=_count, metavar="N", help=f"the new count, 0 to {owner_changes.MAX_COUNT}"
+        "n", type=_count, metavar="N", help=f"the new count, 0 to {changes.MAX_COUNT}"
     )
     setting.add_argument("--create", action="store_true", help="start a page not counted yet")
     _add_yes(setting)
@@ -138,9 +139,9 @@ def _page(raw: str) -> str:
 def _count(raw: str) -> int:
     # ASCII digits only: int() would also take "1_000", " 7" and other scripts' digits.
     value = int(raw) if raw.isascii() and raw.isdigit() else -1
-    if not 0 <= value <= owner_changes.MAX_COUNT:
+    if not 0 <= value <= changes.MAX_COUNT:
         raise argparse.ArgumentTypeError(
-            f"{raw!r}: N must be a whole number from 0 to {owner_changes.MAX_COUNT}"
+            f"{raw!r}: N must be a whole number from 0 to {changes.MAX_COUNT}"
         )
     return value
 
@@ -177,7 +178,7 @@ def _days(raw: str) -> int:
 
 
 def _list(counts: PageCounts, args: argparse.Namespace) -> int:
-    listed = owner.list_pages(counts)
+    listed = reads.list_pages(counts)
     if args.json:
         print(json.dumps([{"page": page, "count": count} for page, count in listed], indent=2))
         return DONE
@@ -196,8 +197,8 @@ def _list(counts: PageCounts, args: argparse.Namespace) -> int:
 def _set(counts: PageCounts, args: argparse.Namespace) -> int:
     page, value = args.page, args.n
     try:
-        now = f"counts {owner.summarize(counts, page).total:,}"
-    except owner.UnknownPage:
+        now = f"counts {reads.summarize(counts, page).total:,}"
+    except reads.UnknownPage:
         if not args.create:
             raise BadInput(
                 f"no page {page} is counted here (`list` shows the pages); "
@@ -206,7 +207,7 @@ def _set(counts: PageCounts, args: argparse.Namespace) -> int:
         now = "is not counted yet"
     if not _confirm(f"{page} {now}. Set it to {value:,}?", args):
         return NOT_DONE
-    result = owner_changes.set_count(counts, page, value, create=args.create)
+    result = changes.set_count(counts, page, value, create=args.create)
     print(f"{page} now counts {result.count:,} (it was {result.previous:,}); its history is kept.")
     return DONE
 
@@ -217,20 +218,20 @@ def _reset(counts: PageCounts, args: argparse.Namespace) -> int:
 
 def _delete(counts: PageCounts, args: argparse.Namespace) -> int:
     page = args.page
-    summary = owner.summarize(counts, page)
+    summary = reads.summarize(counts, page)
     question = (
         f"{page} counts {summary.total:,} and has visits on {summary.days:,} days of history. "
         "Delete it all?"
     )
     if not _confirm(question, args):
         return NOT_DONE
-    result = owner_changes.delete_page(counts, page)
+    result = changes.delete_page(counts, page)
     print(f"Deleted {page}: its count of {result.previous:,} and {result.entities:,} entities.")
     return DONE
 
 
 def _history(counts: PageCounts, args: argparse.Namespace) -> int:
-    found = owner.history(counts, args.page, args.days)
+    found = reads.history(counts, args.page, args.days)
     if args.json:
         print(json.dumps(_history_json(args.page, found), indent=2))
         return DONE
@@ -249,7 +250,7 @@ def _history_json(page: str, found: History) -> dict[str, object]:
 
 
 def _export(counts: PageCounts, args: argparse.Namespace) -> int:
-    rows = owner.export(counts)
+    rows = reads.export(counts)
     if args.output is None:
         _write_csv(sys.stdout, rows)
         return DONE
@@ -262,7 +263,7 @@ def _export(counts: PageCounts, args: argparse.Namespace) -> int:
     return DONE
 
 
-def _write_csv(out: TextIO, rows: list[owner.PageExport]) -> None:
+def _write_csv(out: TextIO, rows: list[reads.PageExport]) -> None:
     """page,total,date,count: a row per day of history; a page without any gets one, dateless."""
     # Every page starts with "/", so no cell can be taken for a spreadsheet formula.
     writer = csv.writer(out, lineterminator="\n")
@@ -276,7 +277,7 @@ def _write_csv(out: TextIO, rows: list[owner.PageExport]) -> None:
 
 def _import(counts: PageCounts, args: argparse.Namespace) -> int:
     source = counts.db.key(args.kind, args.id if args.id is not None else args.name)
-    result = owner_changes.import_count(counts, source, args.property, args.page)
+    result = changes.import_count(counts, source, args.property, args.page)
     if result.already_done:
         print(f"already imported; {args.page} counts {result.count}")
     else:

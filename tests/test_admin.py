@@ -20,9 +20,10 @@ import pytest
 import requests
 
 from conftest import ROOT, FakeClock, LiveServer, RpcCounter
-from counter import config, days, instance, owner, owner_changes, queries
+from counter import config, days, instance
 from counter import messages as ds
 from counter.page_counts import COUNT, DAY_KIND, KIND, PageCounts
+from owner import changes, queries, reads
 from scripts import admin
 from scripts.emulator import free_port
 from user_agents import BROWSER
@@ -119,7 +120,7 @@ def test_listing_pages_through_many_query_batches(counts: PageCounts) -> None:
     rpcs = RpcCounter()
     observed = instance.build(config.settings(), interceptors=(rpcs,)).counts
 
-    listed = owner.list_pages(observed, batch_size=10)
+    listed = reads.list_pages(observed, batch_size=10)
 
     assert listed == [(f"/p/{n:02}", n + 1) for n in reversed(range(25))]
     assert rpcs.calls.count("RunQuery") >= 3  # 10 + 10 + 5, each from the last one's cursor
@@ -249,15 +250,13 @@ def test_delete_removes_the_page_its_shards_and_history_and_nothing_else(
 def test_delete_of_a_long_history_takes_several_commits(
     counts: PageCounts, clock: FakeClock
 ) -> None:
-    for day in range(owner_changes.DELETE_BATCH + 20):
+    for day in range(changes.DELETE_BATCH + 20):
         clock.now = FakeClock().now - day * 86_400
         counts.increment("/old")
 
-    result = owner_changes.delete_page(counts, "/old")
+    result = changes.delete_page(counts, "/old")
 
-    assert result == owner_changes.DeleteResult(
-        previous=owner_changes.DELETE_BATCH + 20, entities=521
-    )
+    assert result == changes.DeleteResult(previous=changes.DELETE_BATCH + 20, entities=521)
     assert stored(counts, DAY_KIND) == {}
     assert stored(counts) == {}
 
@@ -428,15 +427,13 @@ def test_set_while_hits_arrive_keeps_every_acknowledged_hit(live, shards: str) -
     server, counts = live(shards)
     page = "/hot"
     counts.increment(page)  # the page exists before the first hit
-    numbers, result = hits_around(
-        server, page, lambda: owner_changes.set_count(counts, page, NEW_COUNT)
-    )
+    numbers, result = hits_around(server, page, lambda: changes.set_count(counts, page, NEW_COUNT))
 
     before = result.previous - 1  # hits the set replaced, besides the first increment
     after = HITS - before
     # The set happened mid-stream, and every hit is on one side of it, none lost, none twice.
     assert 0 < before < HITS
-    assert owner.list_pages(counts) == [(page, NEW_COUNT + after)]
+    assert reads.list_pages(counts) == [(page, NEW_COUNT + after)]
     if shards == "1":
         # Each hit's own number says which side it fell on.
         assert sorted(numbers) == [
@@ -453,11 +450,11 @@ def test_delete_while_hits_arrive_ends_total_and_history_together(live, shards: 
     server, counts = live(shards)
     page = "/gone"
     counts.increment(page)
-    numbers, result = hits_around(server, page, lambda: owner_changes.delete_page(counts, page))
+    numbers, result = hits_around(server, page, lambda: changes.delete_page(counts, page))
 
     after = HITS + 1 - result.previous
     assert 0 < after < HITS
-    assert owner.list_pages(counts) == [(page, after)]
+    assert reads.list_pages(counts) == [(page, after)]
     recent = counts.read_days(page, 2).days
     assert sum(day.count for day in recent) == after
     if shards == "1":

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from conftest import rpc
-from counter import config, instance, owner_changes
+from counter import config, instance
 from counter import messages as ds
 from counter.page_counts import COUNT, KIND, PageCounts
+from owner import changes
 from scripts import import_count
 
 
@@ -90,7 +91,7 @@ def test_classic_count_is_imported_once_and_keeps_counting(
 def test_classic_count_under_a_numeric_id_is_imported(counts: PageCounts, page: str) -> None:
     classic = counts.db.key("analytics", 987654321)
     put(counts, classic, count=ds.Value(integer_value=77))
-    result = owner_changes.import_count(counts, classic, "count", page)
+    result = changes.import_count(counts, classic, "count", page)
     assert (result.imported, result.count, result.already_done) == (77, 77, False)
 
 
@@ -104,7 +105,7 @@ def test_import_into_a_sharded_page_reports_the_whole_total(
     classic = counts.db.key("analytics", f"sharded{page}")
     put(counts, classic, count=ds.Value(integer_value=100))
 
-    result = owner_changes.import_count(counts, classic, "count", page)
+    result = changes.import_count(counts, classic, "count", page)
 
     assert (result.imported, result.count) == (100, 110)
     assert counts.read(page) == 110
@@ -122,7 +123,7 @@ def test_import_from_a_missing_source_changes_nothing(
         put(counts, source, **properties)
     before = get(counts, source)
     with pytest.raises((LookupError, ValueError), match=message):
-        owner_changes.import_count(counts, source, "count", page)
+        changes.import_count(counts, source, "count", page)
     assert get(counts, counts.shard_key(page, 0)) is None
     assert get(counts, source) == before
 

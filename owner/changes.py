@@ -20,10 +20,10 @@ from typing import TypeVar
 from google.api_core.exceptions import Aborted, GoogleAPICallError
 
 from counter import messages as ds
-from counter import queries
 from counter.datastore import StoreUnavailable, path_of
-from counter.owner import UnknownPage, describe, page_root, stored_shards
 from counter.page_counts import COUNT, DAY_KIND, PageCounts, added_value, count_of
+from owner import queries
+from owner.reads import UnknownPage, describe, page_root, stored_shards
 
 IMPORTED_FROM = "imported_from"
 """Property recording which entity a page's count was imported from, so an import runs once."""

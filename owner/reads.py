@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from counter import days, queries
+from counter import days
 from counter import messages as ds
 from counter.page_counts import (
     DAY_KIND,
@@ -21,6 +21,7 @@ from counter.page_counts import (
     PageCounts,
     count_of,
 )
+from owner import queries
 
 
 class UnknownPage(LookupError):
