@@ -49,34 +49,35 @@
 #                         [github, visit-counter]
 #   DEPLOYER_NAME         the service account GitHub Actions deploys as, for --github
 #                         [visit-counter-deployer]
-#   UNIQUE_WINDOW_SECONDS count a visitor once per page in this many seconds; 0 counts every
-#                         hit [1800]
-#   DAILY_WRITE_LIMIT     counted visits per instance per UTC day; 0 is no limit [10000]
-#   ALLOWED_PAGES, DEFAULT_PAGE, DATASTORE_NAMESPACE, DATASTORE_DEADLINE_SECONDS,
-#   BADGE_COUNTS, COUNT_BOTS, COUNT_ON_GET, FORWARDED_HOPS, RATE_LIMIT_PER_MINUTE,
-#   COUNTER_SHARDS, COALESCE_HITS, HISTORY
-#                         the function's other settings, passed on when set (see README)
+#   REPOSITORY_VARIABLES  the repository variables as JSON, ${{ toJSON(vars) }}, which the
+#                         Deploy workflow passes: the function's settings are read there too
 #
 # It enables the APIs it needs, creates the Datastore-mode database, its TTL policies and the
 # function's service account if missing, grants that account roles/datastore.user, deploys.
 # Safe to run again: it creates only what is missing, and deploys a new revision. In GitHub
 # Actions ($GITHUB_OUTPUT set) it also hands the URL to later steps as the step output `url`.
+# Needs python3 (3.9 or later), even for --dry-run: it reads the function's settings with it.
+#
+# The function's own settings come from counter/config.py (README: Configuration), and --help
+# lists them last. Each is passed on when set, in the environment or else in
+# REPOSITORY_VARIABLES; left unset, it gets its deployed default, shown in brackets, or else the
+# function's own default:
 set -euo pipefail
 
-# The settings a --deploy-only run reads besides the project and ALLOWED_ORIGINS. Those this run
-# is given, --github prints as repository variables, so a deploy from GitHub matches it.
+# The settings a --deploy-only run reads besides the project, ALLOWED_ORIGINS and the function's
+# settings. Those this run is given, --github prints as repository variables, so a deploy from
+# GitHub matches it.
 DEPLOY_SETTINGS=(REGION FUNCTION_NAME RUNTIME MAX_INSTANCES MIN_INSTANCES CPU MEMORY CONCURRENCY
     SERVICE_ACCOUNT_NAME DATASTORE_DATABASE)
-# The function's optional settings (counter/config.py), passed on when set.
-FUNCTION_SETTINGS=(ALLOWED_PAGES DEFAULT_PAGE DATASTORE_NAMESPACE DATASTORE_DEADLINE_SECONDS
-    BADGE_COUNTS UNIQUE_WINDOW_SECONDS COUNT_BOTS COUNT_ON_GET FORWARDED_HOPS
-    RATE_LIMIT_PER_MINUTE DAILY_WRITE_LIMIT COUNTER_SHARDS COALESCE_HITS HISTORY)
 GIVEN_SETTINGS=()
-for name in "${DEPLOY_SETTINGS[@]}" "${FUNCTION_SETTINGS[@]}"; do
+for name in "${DEPLOY_SETTINGS[@]}"; do
     if [[ -n ${!name:-} ]]; then
         GIVEN_SETTINGS+=("$name")
     fi
 done
+# The function's passed-on settings, from counter/config.py (read_function_settings); those given
+# join GIVEN_SETTINGS.
+FUNCTION_SETTINGS=()
 
 REGION=${REGION:-us-central1}
 FUNCTION_NAME=${FUNCTION_NAME:-visits}
@@ -100,13 +101,6 @@ DEPLOYER_NAME=${DEPLOYER_NAME:-visit-counter-deployer}
 # Where GitHub's OIDC tokens come from, and the one branch whose pushes may deploy.
 GITHUB_ISSUER=https://token.actions.githubusercontent.com
 GITHUB_DEPLOY_REF=refs/heads/main
-# Two of the function's settings are on in a deployment unless set, though off in the function
-# itself (counter/config.py) so that a local run counts every hit: repeat visits within half an
-# hour count once, and an instance counts at most 10,000 visits a day, the free tier's 20,000
-# daily writes at two writes a visit (the limit is per instance, so MAX_INSTANCES instances may
-# together count more). 0 turns either off.
-UNIQUE_WINDOW_SECONDS=${UNIQUE_WINDOW_SECONDS:-1800}
-DAILY_WRITE_LIMIT=${DAILY_WRITE_LIMIT:-10000}
 # The budget's alerts, as fractions of its amount.
 BUDGET_THRESHOLDS=(0.5 0.9 1.0)
 # Unique-visitor markers and daily salts carry an expiry time; TTL policies on it delete them,
@@ -127,7 +121,9 @@ PROJECT=${GOOGLE_CLOUD_PROJECT:-}
 
 main() {
     parse_args "$@"
-    cd "$(dirname "${BASH_SOURCE[0]}")" # --source=. and openapi.yaml are relative to here
+    # --source=., openapi.yaml and scripts/deploy_settings.py are relative to here.
+    cd "$(dirname "${BASH_SOURCE[0]}")"
+    read_function_settings
     check_prerequisites
     local sa_email="$SERVICE_ACCOUNT_NAME@$PROJECT.iam.gserviceaccount.com"
     if ((DRY_RUN)); then
@@ -206,8 +202,20 @@ main() {
     fi
 }
 
+# The header above, then the function's settings as counter/config.py has them.
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
+    cd "$(dirname "${BASH_SOURCE[0]}")" # the script exits after the help
+    deploy_settings --defaults
+    local line
+    while IFS= read -r line; do
+        split_setting "$line"
+        if [[ $SOURCE == deployed ]]; then
+            say "  $SETTING [$SETTING_VALUE]"
+        else
+            say "  $SETTING"
+        fi
+    done <<<"$VALUE"
 }
 
 parse_args() {
@@ -256,6 +264,49 @@ check_budget() {
 check_github_repo() {
     [[ $GITHUB_REPO =~ ^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$ ]] ||
         die "--github needs the repository as OWNER/REPO, e.g. --github=you/your-site (got '$GITHUB_REPO')"
+}
+
+# The function's passed-on settings and their values, from counter/config.py: each given or
+# deployed one is set here (printf -v, never eval), and those given join GIVEN_SETTINGS.
+read_function_settings() {
+    deploy_settings
+    local line
+    while IFS= read -r line; do
+        split_setting "$line"
+        FUNCTION_SETTINGS+=("$SETTING")
+        if [[ $SOURCE == given ]]; then
+            GIVEN_SETTINGS+=("$SETTING")
+        fi
+        if [[ $SOURCE != unset ]]; then
+            printf -v "$SETTING" '%s' "$SETTING_VALUE"
+        fi
+    done <<<"$VALUE"
+}
+
+# Run scripts/deploy_settings.py and keep its lines in VALUE; stop with its message if it
+# refuses a value. A command substitution, so its exit status is checked (set -e would not see
+# a process substitution fail).
+deploy_settings() {
+    command -v python3 >/dev/null ||
+        die "python3 is not installed, and deploy.sh reads the function's settings from counter/config.py with it; install Python 3.9 or later (apt-get install python3, or https://www.python.org/downloads/)"
+    python3 -E -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+        die "$(python3 -E -V 2>&1) is too old: deploy.sh reads the function's settings from counter/config.py with Python 3.9 or later; install a newer python3"
+    if ! VALUE=$(python3 -E -m scripts.deploy_settings "$@" 2>"$WORK_DIR/stderr"); then
+        die "$(cat "$WORK_DIR/stderr")"
+    fi
+}
+
+# One line of scripts/deploy_settings.py, "NAME SOURCE VALUE" or "NAME unset", split at its first
+# two spaces into SETTING, SOURCE and SETTING_VALUE, so the value stays whole.
+split_setting() {
+    local line=$1
+    SETTING=${line%% *}
+    line=${line#* }
+    SOURCE=${line%% *}
+    SETTING_VALUE=${line#"$SOURCE"}
+    SETTING_VALUE=${SETTING_VALUE# }
+    [[ $SETTING =~ ^[A-Z][A-Z0-9_]*$ && $SOURCE =~ ^(given|deployed|unset)$ ]] ||
+        die "scripts/deploy_settings.py printed a line deploy.sh cannot read: $1"
 }
 
 # Every check runs before anything is created; each failure says how to fix it.

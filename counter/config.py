@@ -29,15 +29,22 @@ class ConfigError(ValueError):
 
 
 def setting(
-    env: str, default: Any, parse: Callable[[str], Any], *, deploy: Deploy = "passed-on"
+    env: str,
+    default: Any,
+    parse: Callable[[str], Any],
+    *,
+    deploy: Deploy = "passed-on",
+    deployed: str | None = None,
 ) -> Any:
     """A Settings field read from the variable `env` with `parse`; `default` when unset or empty.
 
     deploy says how deploy.sh treats it: passed on when set, set by deploy.sh itself, or only
-    meaningful on a developer's machine.
+    meaningful on a developer's machine. deployed is the value deploy.sh gives it when the user
+    leaves it unset; None leaves it to the function's own default.
     """
     return dataclasses.field(
-        default=default, metadata={"env": env, "parse": parse, "deploy": deploy}
+        default=default,
+        metadata={"env": env, "parse": parse, "deploy": deploy, "deployed": deployed},
     )
 
 
@@ -134,15 +141,21 @@ class Settings:
     database: str = setting("DATASTORE_DATABASE", "", _database, deploy="set-by-deploy")
     namespace: str = setting("DATASTORE_NAMESPACE", "", _text)
     deadline_seconds: float = setting("DATASTORE_DEADLINE_SECONDS", 5.0, _seconds(60.0))
+    # Off here, so that a local run counts every hit; deployed, repeat visits within half an hour
+    # count once.
     unique_window_seconds: int = setting(
-        "UNIQUE_WINDOW_SECONDS", 0, _integer(0, MAX_UNIQUE_WINDOW_SECONDS)
+        "UNIQUE_WINDOW_SECONDS", 0, _integer(0, MAX_UNIQUE_WINDOW_SECONDS), deployed="1800"
     )
     count_bots: bool = setting("COUNT_BOTS", False, _flag)
     count_on_get: bool = setting("COUNT_ON_GET", False, _flag)
     # 0: the client is the right-most forwarded address that is not Google's or private.
     forwarded_hops: int = setting("FORWARDED_HOPS", 0, _integer(0, 10))
     rate_limit_per_minute: int = setting("RATE_LIMIT_PER_MINUTE", 60, _integer(0, 100_000))
-    daily_write_limit: int = setting("DAILY_WRITE_LIMIT", 0, _integer(0, 1_000_000_000))
+    # No limit here; deployed, 10,000 counted visits a day per instance: the free tier's 20,000
+    # daily writes at two writes a visit (so several instances may together count more).
+    daily_write_limit: int = setting(
+        "DAILY_WRITE_LIMIT", 0, _integer(0, 1_000_000_000), deployed="10000"
+    )
     badge_counts: bool = setting("BADGE_COUNTS", False, _flag)
     shards: int = setting("COUNTER_SHARDS", 1, _integer(1, 100))
     history: bool = setting("HISTORY", True, _flag)
@@ -187,6 +200,15 @@ def env_names(*, deploy: Deploy | None = None) -> tuple[str, ...]:
 
 ENV_NAMES = env_names()
 """Every environment variable the function reads."""
+
+
+def deployed_defaults() -> dict[str, str]:
+    """The values deploy.sh gives settings left unset, by variable, in Settings order."""
+    return {
+        field.metadata["env"]: field.metadata["deployed"]
+        for field in dataclasses.fields(Settings)
+        if field.metadata["deployed"] is not None
+    }
 
 
 @functools.cache

@@ -207,11 +207,15 @@ class Cloud:
 
     def deploy(self, *args: str, **env: str | None) -> Run:
         """Run deploy.sh from another folder, as a user might; what it did."""
+        return self.run([str(ROOT / "deploy.sh"), *args], cwd=self.home, **env)
+
+    def run(self, argv: list[str], *, cwd: Path, **env: str | None) -> Run:
+        """Run a command that runs deploy.sh (a workflow step's script, say); what it did."""
         self.command_log.unlink(missing_ok=True)
         calls_before, created_before = len(self.standin.calls), len(self.standin.created)
         result = subprocess.run(
-            [str(ROOT / "deploy.sh"), *args],
-            cwd=self.home,
+            argv,
+            cwd=cwd,
             env=self.env(**env),
             capture_output=True,
             text=True,

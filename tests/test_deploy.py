@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from cloud_standin import BILLING_ACCOUNT, BILLING_CURRENCY, COMPUTE_ACCOUNT, OWNER
-from conftest import SITE
+from conftest import SITE, function_source
 from counter import config, unique_visitors
 from counter.config import Settings
 from real_gcloud import (
@@ -36,7 +37,6 @@ from real_gcloud import (
     succeeded,
 )
 from scripts.emulator import free_port
-from test_upload_set import function_source
 
 pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed")
 
@@ -44,8 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "counter-project"
 ORIGINS = f"{SITE},https://www.{SITE.removeprefix('https://')}"
 SERVICE_ACCOUNT = f"visit-counter@{PROJECT}.iam.gserviceaccount.com"
-# What deploy.sh needs besides gcloud, for runs on a PATH that holds no gcloud.
+# What deploy.sh needs besides gcloud and python3, for runs on a PATH that holds no gcloud.
 TOOLS = ("bash", "env", "dirname", "mktemp", "rm", "awk", "sed", "date", "grep", "cat", "sleep")
+# A python3 that runs wherever it is linked from (pyenv's shim would need pyenv's own tools).
+PYTHON3 = os.path.realpath(sys.executable)
 # The second project: every setting changed, the project taken from gcloud's config, --gateway.
 CUSTOM_PROJECT = "config-project"
 CUSTOM_ACCOUNT = f"counter-runtime@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
@@ -95,7 +97,6 @@ def settings_the_function_reads() -> set[str]:
     # Meaningful only on a developer's machine, or set by the platform itself.
     return env.asked - {
         *config.env_names(deploy="local-only"),
-        *config.env_names(deploy="platform"),
     }
 
 
@@ -106,6 +107,8 @@ def function_settings() -> dict[str, str]:
         del values[name]
     values["DATASTORE_DATABASE"] = CUSTOM_SETTINGS["DATASTORE_DATABASE"]
     values["ALLOWED_PAGES"] = "/,/blog/*"
+    # Read whole, never by the shell: quotes, a backslash, a dollar and spaces, a trailing one too.
+    values["DATASTORE_NAMESPACE"] = """it's a "name"  with \\ and $HOME """
     # A deployment's defaults given other values, 0 (off) among them.
     values["UNIQUE_WINDOW_SECONDS"] = "0"
     values["DAILY_WRITE_LIMIT"] = "500"
@@ -413,6 +416,24 @@ def test_lookup_error_other_than_not_found_stops_the_deploy(
         pytest.param(
             {"ALLOWED_PAGES": "/a;b"}, (), "must not contain ';'", id="delimiter-in-a-setting"
         ),
+        pytest.param(
+            {"ALLOWED_PAGES": "/a\n/b"},
+            (),
+            "ALLOWED_PAGES holds a newline",
+            id="newline-in-a-setting",
+        ),
+        pytest.param(
+            {"REPOSITORY_VARIABLES": '{"HISTORY": "off\\n"}'},
+            ("--deploy-only",),
+            "HISTORY holds a newline",
+            id="newline-in-a-repository-variable",
+        ),
+        pytest.param(
+            {"REPOSITORY_VARIABLES": "HISTORY=off"},
+            ("--dry-run",),
+            "REPOSITORY_VARIABLES must be a JSON object",
+            id="repository-variables-not-json",
+        ),
         pytest.param({}, ("--bogus",), "--help", id="unknown-argument"),
         pytest.param({}, ("--budget=0",), "--budget needs an amount", id="budget-zero"),
         pytest.param({}, ("--budget=ten",), "--budget needs an amount", id="budget-not-a-number"),
@@ -445,14 +466,20 @@ def test_not_logged_in_says_how_to_log_in(clouds: list[Cloud], tmp_path: Path) -
     assert run.calls == []
 
 
+def tools_path(folder: Path, *, python3: bool) -> str:
+    """A PATH of one folder with bash and the usual tools, without gcloud, with python3 or not."""
+    folder.mkdir()
+    for tool in TOOLS:
+        (folder / tool).symlink_to(shutil.which(tool))
+    if python3:
+        (folder / "python3").symlink_to(PYTHON3)
+    return str(folder)
+
+
 @pytest.fixture
 def path_without_gcloud(tmp_path: Path) -> str:
-    """A PATH with bash and the usual tools but no gcloud."""
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    for tool in TOOLS:
-        (tools / tool).symlink_to(shutil.which(tool))
-    return str(tools)
+    """A PATH with bash, python3 and the usual tools but no gcloud."""
+    return tools_path(tmp_path / "tools", python3=True)
 
 
 def test_missing_gcloud_says_how_to_install_it(idle_cloud: Cloud, path_without_gcloud: str) -> None:
@@ -462,6 +489,22 @@ def test_missing_gcloud_says_how_to_install_it(idle_cloud: Cloud, path_without_g
     assert run.result.stderr.strip() == (
         "deploy.sh: gcloud is not installed; install the Google Cloud CLI: "
         "https://cloud.google.com/sdk/docs/install"
+    )
+
+
+@pytest.mark.parametrize("args", [(), ("--dry-run",), ("--help",)], ids=["run", "dry-run", "help"])
+def test_missing_python3_says_how_to_install_it(
+    idle_cloud: Cloud, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    path = tools_path(tmp_path / "tools", python3=False)
+
+    run = idle_cloud.deploy(*args, PATH=path, ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode != 0
+    assert run.result.stderr.strip() == (
+        "deploy.sh: python3 is not installed, and deploy.sh reads the function's settings from "
+        "counter/config.py with it; install Python 3.9 or later (apt-get install python3, or "
+        "https://www.python.org/downloads/)"
     )
 
 
@@ -506,6 +549,9 @@ def test_help_documents_every_setting(idle_cloud: Cloud) -> None:
     }
     documented = set(re.findall(r"[A-Z][A-Z_]+[A-Z]|--[a-z-]+", run.result.stdout))
     assert deploy_settings | settings_the_function_reads() <= documented
+    # The function's settings, each with the value a deploy gives it when unset.
+    lines = {line.strip() for line in run.result.stdout.splitlines()}
+    assert {f"{name} [{value}]" for name, value in DEPLOYED_DEFAULTS.items()} <= lines
     assert run.commands == []
 
 

@@ -1,29 +1,41 @@
 """deploy.sh's part in deploying from GitHub Actions, run with the real gcloud against the stand-in.
 
-`--github=OWNER/REPO` sets up keyless deploys once; `--deploy-only` is what the Deploy workflow
-runs as the deployer it set up. The runs are shared by module fixtures, two chains at once, as
-in test_deploy.py: each gcloud command takes about half a second to start.
+`--github=OWNER/REPO` sets up keyless deploys once and prints the repository variables to set;
+the Deploy workflow's steps then run here as the runner would run them, with those variables
+filled into their expressions: its Deploy step (`./deploy.sh --deploy-only`, as the deployer
+that --github set up) and its Smoke test step on the URL the Deploy step put out. The runs are
+shared by module fixtures, two chains at once, as in test_deploy.py: each gcloud command takes
+about half a second to start.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
+import shutil
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cloud_standin import OWNER, PROJECT_NUMBER
+from cloud_standin import OWNER, PROJECT_NUMBER, deployed_function
+from conftest import SITE
+from counter import config
 from real_gcloud import GCLOUD, Cloud, Run, after_checks, command, flags, plan, succeeded
 
 pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed")
 
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "deploy.yml"
 PROJECT = "counter-project"
-ORIGINS = "https://me.example,https://www.me.example"
+ORIGINS = f"{SITE},https://www.{SITE.removeprefix('https://')}"  # the live server allows SITE
 REPO = "you/your-site"
 POOL = f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/github"
 PROVIDER = f"{POOL}/providers/visit-counter"
@@ -31,8 +43,33 @@ OWN_PROVIDER = f"{POOL}/providers/your-site"  # a second repository's, by WIF_PR
 DEPLOYER = f"visit-counter-deployer@{PROJECT}.iam.gserviceaccount.com"
 RUNTIME = f"visit-counter@{PROJECT}.iam.gserviceaccount.com"
 CONDITION = 'assertion.repository == "you/your-site" && assertion.ref == "refs/heads/main"'
+AUTH_ACTION = "google-github-actions/auth@"
 PRINCIPAL_SET = f"principalSet://iam.googleapis.com/{POOL}/attribute.repository/{REPO}"
-FUNCTION_URL = "https://visits-standin-uc.a.run.app"  # what the stand-in reports by default
+# What the owner gives the --github runs: a setting of the function's, and one that a deploy
+# would otherwise give its deployed default. UNIQUE_WINDOW_SECONDS is left to its deployed default.
+GIVEN = {"ALLOWED_PAGES": "/,/blog/*", "DAILY_WRITE_LIMIT": "500"}
+# The four variables --github always prints.
+ACCESS_VARIABLES = {
+    "GCP_WORKLOAD_IDENTITY_PROVIDER",
+    "GCP_SERVICE_ACCOUNT",
+    "GCP_PROJECT",
+    "ALLOWED_ORIGINS",
+}
+# Set by hand as a repository variable, as the README asks when ALLOWED_PAGES is set.
+SMOKE_PAGE = f"/blog/smoke-{uuid.uuid4().hex[:8]}"
+# deploy.sh's own settings that a --deploy-only run reads, each changed.
+DEPLOY_SETTINGS = {
+    "REGION": "europe-west1",
+    "FUNCTION_NAME": "counter",
+    "RUNTIME": "python311",
+    "MAX_INSTANCES": "5",
+    "MIN_INSTANCES": "1",
+    "CPU": "2",
+    "MEMORY": "1Gi",
+    "CONCURRENCY": "1",
+    "SERVICE_ACCOUNT_NAME": "counter-runtime",
+    "DATASTORE_DATABASE": "visits",
+}
 # What roles/cloudfunctions.developer lets the deployer do (with actAs on the runtime account).
 DEPLOYER_MAY = {"functions describe", "functions deploy"}
 # The requests that set up GitHub's access, in the order a first run sends them.
@@ -66,20 +103,95 @@ class Step:
         return self.policies.get(api, {}).get(name, {}).get("bindings", [])
 
 
-def step(cloud: Cloud, *args: str, **env: str | None) -> Step:
-    """Run deploy.sh and keep the project's state right after."""
-    run = cloud.deploy(*args, **{"ALLOWED_ORIGINS": ORIGINS, **env})
+def snapshot(cloud: Cloud, run: Run) -> Step:
+    """A finished run and the project's state right after it."""
     state = cloud.standin
     return Step(run, copy.deepcopy(state.resources.get("iam", {})), copy.deepcopy(state.policies))
 
 
+def step(cloud: Cloud, *args: str, **env: str | None) -> Step:
+    """Run deploy.sh and keep the project's state right after."""
+    return snapshot(cloud, cloud.deploy(*args, **{"ALLOWED_ORIGINS": ORIGINS, **env}))
+
+
+# --- the Deploy workflow, as GitHub Actions runs it ---
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
+
+
+def deploy_job() -> dict:
+    """The deploy job of .github/workflows/deploy.yml, as data."""
+    return yaml.safe_load(DEPLOY_WORKFLOW.read_text())["jobs"]["deploy"]
+
+
+def evaluate(value: str, variables: dict[str, str], outputs: dict[str, dict[str, str]]) -> str:
+    """A workflow value with its ${{ }} expressions filled in as GitHub Actions fills them from
+    repository variables and earlier steps' outputs; any other expression fails the test."""
+
+    def fill(found: re.Match[str]) -> str:
+        expression = found.group(1)
+        if expression == "toJSON(vars)":
+            return json.dumps(variables, indent=2)
+        if variable := re.fullmatch(r"vars\.(\w+)", expression):
+            return variables.get(variable.group(1), "")  # an unset variable is empty
+        if output := re.fullmatch(r"steps\.([\w-]+)\.outputs\.(\w+)", expression):
+            return outputs.get(output.group(1), {}).get(output.group(2), "")
+        raise AssertionError(f"the test cannot evaluate ${{{{ {expression} }}}}")
+
+    return EXPRESSION.sub(fill, value)
+
+
+def run_workflow_step(
+    cloud: Cloud,
+    name: str,
+    variables: dict[str, str],
+    outputs: dict[str, dict[str, str]] | None = None,
+    **env: str,
+) -> Run:
+    """The deploy job's step of that name as the runner runs it: its script under bash -e with
+    pipefail, in the checkout, with the job's and the step's environment filled in."""
+    job = deploy_job()
+    [found] = [step for step in job["steps"] if step.get("name") == name]
+    declared = {**job.get("env", {}), **found.get("env", {})}
+    filled = {
+        key: evaluate(str(value), variables, outputs or {}) for key, value in declared.items()
+    }
+    script = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", found["run"]]
+    return cloud.run(script, cwd=ROOT, **{**filled, **env})
+
+
+def step_outputs(path: Path) -> dict[str, str]:
+    """What a step wrote to $GITHUB_OUTPUT: name=value lines."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+def gh_commands(stdout: str) -> list[list[str]]:
+    """The `gh variable set` commands printed, split as the shell would."""
+    lines = [line.strip() for line in stdout.splitlines()]
+    return [shlex.split(line) for line in lines if line.startswith("gh variable set ")]
+
+
+def gh_variables(stdout: str) -> dict[str, str]:
+    """The repository variables that the printed `gh variable set` commands set."""
+    return {words[3]: words[7] for words in gh_commands(stdout)}
+
+
 def set_up_and_deploy_from_github(cloud: Cloud, output: Path) -> dict[str, Step]:
-    """The owner's --github run twice, then the workflow's --deploy-only."""
-    steps = {"first": step(cloud, f"--github={REPO}")}
-    steps["second"] = step(cloud, f"--github={REPO}")
+    """The owner's --github run twice, then the Deploy workflow's Deploy step with the variables
+    the first run printed, and SMOKE_PAGE."""
+    steps = {"first": step(cloud, f"--github={REPO}", **GIVEN)}
+    steps["second"] = step(cloud, f"--github={REPO}", **GIVEN)
     output.write_text("earlier=kept\n")
-    steps["deploy_only"] = step(cloud, "--deploy-only", GITHUB_OUTPUT=str(output))
+    variables = repository_variables(steps["first"])
+    run = run_workflow_step(cloud, "Deploy", variables, GITHUB_OUTPUT=str(output))
+    steps["deploy_only"] = snapshot(cloud, run)
     return steps
+
+
+def repository_variables(first: Step) -> dict[str, str]:
+    """The repository variables an owner sets after the first --github run: those it printed,
+    and SMOKE_PAGE."""
+    return {**gh_variables(first.run.result.stdout), "SMOKE_PAGE": SMOKE_PAGE}
 
 
 def add_provider_for(cloud: Cloud, repo: str) -> None:
@@ -126,11 +238,24 @@ def github_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def github_cloud(
+    clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory, live_server: str
+) -> Cloud:
+    """The project set up with --github, whose function answers at a live local server."""
+    cloud = new_cloud(clouds, tmp_path_factory.mktemp("github"))
+    cloud.standin.function_url = live_server
+    return cloud
+
+
+@pytest.fixture(scope="module")
 def chains(
-    clouds: list[Cloud], tmp_path_factory: pytest.TempPathFactory, github_output: Path
+    clouds: list[Cloud],
+    tmp_path_factory: pytest.TempPathFactory,
+    github_cloud: Cloud,
+    github_output: Path,
 ) -> Iterator[dict[str, Future]]:
     """The module's runs, two independent projects at once in the background."""
-    github = new_cloud(clouds, tmp_path_factory.mktemp("github"))
+    github = github_cloud
     taken = new_cloud(clouds, tmp_path_factory.mktemp("taken"))
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {
@@ -274,7 +399,7 @@ def test_github_second_run_creates_nothing(first: Step, second: Step) -> None:
 
 
 def test_github_dry_run_prints_the_plan_and_runs_nothing(idle_cloud: Cloud, first: Step) -> None:
-    dry_run = idle_cloud.deploy("--dry-run", f"--github={REPO}", ALLOWED_ORIGINS=ORIGINS)
+    dry_run = idle_cloud.deploy("--dry-run", f"--github={REPO}", ALLOWED_ORIGINS=ORIGINS, **GIVEN)
 
     assert dry_run.result.returncode == 0, dry_run.result.stderr
     assert (dry_run.commands, dry_run.calls) == ([], [])
@@ -282,12 +407,6 @@ def test_github_dry_run_prints_the_plan_and_runs_nothing(idle_cloud: Cloud, firs
     planned = plan(dry_run.result.stdout.replace("PROJECT_NUMBER", PROJECT_NUMBER))
     assert planned == [["gcloud", *call] for call in after_checks(first.run.commands)]
     assert "GCP_WORKLOAD_IDENTITY_PROVIDER=projects/PROJECT_NUMBER/" in dry_run.result.stdout
-
-
-def gh_commands(stdout: str) -> list[list[str]]:
-    """The `gh variable set` commands printed, split as the shell would."""
-    lines = [line.strip() for line in stdout.splitlines()]
-    return [shlex.split(line) for line in lines if line.startswith("gh variable set ")]
 
 
 def test_github_prints_the_two_values_and_gh_commands(first: Step) -> None:
@@ -300,11 +419,13 @@ def test_github_prints_the_two_values_and_gh_commands(first: Step) -> None:
         ("gh", "variable", "set", "--repo", "--body")
     }
     assert {words[5] for words in commands} == {REPO}
-    assert {words[3]: words[7] for words in commands} == {
+    # The settings given, and not UNIQUE_WINDOW_SECONDS: its deployed default was not given.
+    assert gh_variables(first.run.result.stdout) == {
         "GCP_WORKLOAD_IDENTITY_PROVIDER": PROVIDER,
         "GCP_SERVICE_ACCOUNT": DEPLOYER,
         "GCP_PROJECT": PROJECT,
         "ALLOWED_ORIGINS": ORIGINS,
+        **GIVEN,
     }
     # The provider named is the one Google holds, under the project's number.
     assert PROVIDER in first.iam
@@ -318,14 +439,18 @@ def test_github_prints_the_settings_this_run_was_given(idle_cloud: Cloud) -> Non
         REGION="europe-west1",
         ALLOWED_PAGES="/,/blog/*",
         MEMORY="",
+        HISTORY="",
+        REPOSITORY_VARIABLES='{"COUNT_BOTS": "true", "ALLOWED_PAGES": "/other"}',
     )
 
     assert run.result.returncode == 0, run.result.stderr
-    printed = {words[3]: words[7] for words in gh_commands(run.result.stdout)}
-    assert printed["REGION"] == "europe-west1"
-    assert printed["ALLOWED_PAGES"] == "/,/blog/*"
-    # Defaults are left to the deploy: the workflow passes unset variables on as empty.
-    assert not {"MEMORY", "RUNTIME", "FUNCTION_NAME", "DATASTORE_DATABASE"} & set(printed)
+    printed = gh_variables(run.result.stdout)
+    # Defaults, deployed ones included, are left to the deploy; an empty value is unset.
+    assert {name: printed[name] for name in printed.keys() - ACCESS_VARIABLES} == {
+        "REGION": "europe-west1",
+        "ALLOWED_PAGES": "/,/blog/*",  # the environment's, over the repository variable
+        "COUNT_BOTS": "true",
+    }
 
 
 @pytest.mark.parametrize(
@@ -405,7 +530,7 @@ def test_deleted_pool_and_provider_are_restored(taken: dict[str, Step]) -> None:
 # --- --deploy-only: what the Deploy workflow runs ---
 
 
-def test_deploy_only_changes_nothing_but_the_function(github: dict[str, Step]) -> None:
+def test_deploy_step_changes_nothing_but_the_function(github: dict[str, Step]) -> None:
     first, run = github["first"].run, succeeded(github["deploy_only"].run)
 
     done = [command(call) for call in after_checks(run.commands)]
@@ -461,12 +586,97 @@ def test_deploy_only_dry_run_plans_the_update(idle_cloud: Cloud) -> None:
     assert (run.commands, run.calls) == ([], [])
 
 
+def test_deploy_step_passes_on_the_given_settings_and_the_deployed_defaults(
+    github: dict[str, Step],
+) -> None:
+    run = succeeded(github["deploy_only"].run)
+    [patch] = run.requests("cloudfunctions.projects.locations.functions.patch")
+
+    # The function's settings reached deploy.sh in REPOSITORY_VARIABLES only.
+    assert patch.body["serviceConfig"]["environmentVariables"] == {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "ALLOWED_ORIGINS": ORIGINS,
+        "THREADS": "8",
+        "ALLOWED_PAGES": "/,/blog/*",
+        "DAILY_WRITE_LIMIT": "500",
+        "UNIQUE_WINDOW_SECONDS": "1800",
+    }
+
+
+def test_deploy_step_deploys_the_function_the_github_run_did_with_every_setting(
+    clouds: list[Cloud], tmp_path: Path
+) -> None:
+    cloud = new_cloud(clouds, tmp_path)
+    function = f"projects/{PROJECT}/locations/europe-west1/functions/counter"  # made by a full run
+    cloud.standin.store("cloudfunctions", function, deployed_function(cloud.standin, function, {}))
+    settings = {
+        **DEPLOY_SETTINGS,
+        **{name: f"value-of-{name.lower()}" for name in config.env_names(deploy="passed-on")},
+    }
+    owner = cloud.deploy("--dry-run", f"--github={REPO}", ALLOWED_ORIGINS=ORIGINS, **settings)
+    assert owner.result.returncode == 0, owner.result.stderr
+    variables = gh_variables(owner.result.stdout)
+
+    run = succeeded(run_workflow_step(cloud, "Deploy", variables))
+
+    assert set(variables) == ACCESS_VARIABLES | set(settings)
+    [planned] = [
+        call[1:] for call in plan(owner.result.stdout) if call[1:3] == ["functions", "deploy"]
+    ]
+    [deployed] = [call for call in run.commands if call[:2] == ["functions", "deploy"]]
+    assert {**flags(deployed), "allow-unauthenticated": ""} == flags(planned)
+    assert command(deployed) == "functions deploy counter"
+    [patch] = run.requests("cloudfunctions.projects.locations.functions.patch")
+    environment = patch.body["serviceConfig"]["environmentVariables"]
+    assert {name: environment.get(name) for name in settings.keys() - DEPLOY_SETTINGS.keys()} == {
+        name: settings[name] for name in settings.keys() - DEPLOY_SETTINGS.keys()
+    }
+
+
+def test_auth_step_signs_in_as_the_deployer_the_github_run_set_up(first: Step) -> None:
+    job = deploy_job()
+    [auth] = [step for step in job["steps"] if step.get("uses", "").startswith(AUTH_ACTION)]
+
+    inputs = {
+        key: evaluate(value, repository_variables(first), {}) for key, value in auth["with"].items()
+    }
+
+    assert inputs == {
+        "workload_identity_provider": PROVIDER,
+        "service_account": DEPLOYER,
+        "project_id": PROJECT,
+    }
+    # Google holds both: a provider admitting this repository, and the deployer account.
+    assert first.iam[PROVIDER]["attributeCondition"] == CONDITION
+    assert f"projects/{PROJECT}/serviceAccounts/{DEPLOYER}" in first.iam
+
+
 def test_in_github_actions_the_url_is_a_step_output(
-    github: dict[str, Step], github_output: Path
+    github: dict[str, Step], github_output: Path, live_server: str
 ) -> None:
     succeeded(github["deploy_only"].run)
 
-    assert github_output.read_text() == f"earlier=kept\nurl={FUNCTION_URL}/\n"
+    assert github_output.read_text() == f"earlier=kept\nurl={live_server.rstrip('/')}/\n"
+
+
+def test_smoke_step_checks_the_url_the_deploy_step_put_out(
+    github_cloud: Cloud, github: dict[str, Step], github_output: Path, live_server: str
+) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make runs the smoke step")
+    succeeded(github["deploy_only"].run)
+    outputs = {"deploy": step_outputs(github_output)}
+
+    run = run_workflow_step(
+        github_cloud, "Smoke test", repository_variables(github["first"]), outputs
+    )
+
+    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
+    assert f"smoke: all checks passed against {live_server.rstrip('/')}/" in run.result.stdout
+    # It counted a visit to SMOKE_PAGE, the page the repository variable names.
+    with urllib.request.urlopen(f"{live_server.rstrip('/')}/?page={SMOKE_PAGE}") as answer:
+        assert json.load(answer)["count"] == 1
+    assert run.calls == []
 
 
 def test_dry_run_writes_no_step_output(idle_cloud: Cloud, tmp_path: Path) -> None:

@@ -138,10 +138,50 @@ def test_a_unique_window_of_up_to_a_day_is_accepted() -> None:
     assert settings.unique_window_seconds == 86_400
 
 
-def test_deploy_passes_on_exactly_the_settings_config_reads() -> None:
-    script = (ROOT / "deploy.sh").read_text()
-    [listed] = re.findall(r"^FUNCTION_SETTINGS=\(([^)]*)\)", script, flags=re.MULTILINE)
-    assert sorted(listed.split()) == sorted(config.env_names(deploy="passed-on"))
+def test_deploy_settings_come_from_environment_then_repository_variables_then_config() -> None:
+    def deploy_settings(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        # -S -E: no site-packages and no PYTHON* variables, as a bare python3 runs it.
+        return subprocess.run(
+            [sys.executable, "-S", "-E", "-m", "scripts.deploy_settings", *args],
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    given = {
+        "ALLOWED_PAGES": "/, /blog/* ",  # beats the repository variable; kept whole
+        "DAILY_WRITE_LIMIT": "0",  # beats the deployed default
+        "HISTORY": "",  # empty is unset, as the function reads it
+        # As GitHub's ${{ toJSON(vars) }} gives them.
+        "REPOSITORY_VARIABLES": '{\n  "ALLOWED_PAGES": "/from-github",\n  "COUNT_BOTS": "true",\n'
+        '  "GCP_PROJECT": "p-1"\n}',
+    }
+    result = deploy_settings(**given)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(" ")[0] for line in lines] == list(config.env_names(deploy="passed-on"))
+    assert {line for line in lines if line.split(" ")[1] != "unset"} == {
+        "ALLOWED_PAGES given /, /blog/* ",
+        "COUNT_BOTS given true",
+        "UNIQUE_WINDOW_SECONDS deployed 1800",
+        "DAILY_WRITE_LIMIT given 0",
+    }
+    # --defaults, for deploy.sh --help: the lines of a deploy with nothing set.
+    defaults = deploy_settings("--defaults", **given)
+    assert defaults.stdout == deploy_settings().stdout
+    assert "DAILY_WRITE_LIMIT deployed 10000\n" in defaults.stdout
+    # A value that would break its line is refused, naming its variable.
+    for env, name in [
+        ({"DEFAULT_PAGE": "/a\n/b"}, "DEFAULT_PAGE"),
+        ({"REPOSITORY_VARIABLES": '{"COUNT_BOTS": "true\\nHISTORY given x"}'}, "COUNT_BOTS"),
+        ({"REPOSITORY_VARIABLES": "COUNT_BOTS=true"}, "REPOSITORY_VARIABLES"),
+    ]:
+        refused = deploy_settings(**env)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert refused.stderr.startswith(f"{name} ")
 
 
 def test_the_readme_documents_every_setting_and_no_other() -> None:
