@@ -27,10 +27,10 @@ smoke: ## Check a deployed counter: make smoke URL=https://... [ORIGIN=https://y
 	@test -n "$(URL)" || { echo "usage: make smoke URL=<function URL> [ORIGIN=https://your.site] [PAGE=/path]"; exit 1; }
 	scripts/smoke.sh $(if $(ORIGIN),--origin=$(ORIGIN)) $(if $(PAGE),--page=$(PAGE)) "$(URL)"
 
-bench: $(STAMP) ## Counting strategies and cold start under CPU caps (~8 min, root for the caps); writes bench/results/
+bench: $(STAMP) ## Counting strategies, first visit and warm CPU under CPU caps (~11 min, root for the caps); writes bench/results/
 	$(BIN)/python -m bench.run
 
-bench-memory: $(STAMP) ## Worker memory after POSTs to 30,000 distinct pages, COALESCE_HITS off and on (~5 min)
+bench-memory: $(STAMP) ## Worker memory after POSTs to 30,000 distinct pages (~2 min)
 	$(BIN)/python -m bench.memory
 
 format: $(STAMP) ## Fix what ruff can fix

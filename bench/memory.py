@@ -1,4 +1,4 @@
-"""Worker memory after hits on many distinct pages, with and without COALESCE_HITS.
+"""Worker memory after hits on many distinct pages.
 
 `python -m bench.memory [--source CHECKOUT ...] [--pages 30000]` serves each checkout's main.py
 with the public CLI, warms it up, reads the gunicorn worker's resident memory, POSTs once to each
@@ -19,14 +19,12 @@ from bench import load, report
 from bench.servers import ROOT, Server, emulator, function_env, memory_kib
 
 
-def measure(emulator_host: str, source: Path, coalesce: str, pages: int) -> dict:
+def measure(emulator_host: str, source: Path, pages: int) -> dict:
     """One server's worker RSS before and after POSTs to `pages` distinct pages."""
-    server = Server(
-        "visits", source / "main.py", function_env(emulator_host, COALESCE_HITS=coalesce)
-    )
+    server = Server("visits", source / "main.py", function_env(emulator_host))
     try:
         server.wait_listening()
-        stamp = f"{time.strftime('%H%M%S')}-{coalesce}"
+        stamp = time.strftime("%H%M%S")
         _load(server.url(f"/warm-up/{stamp}/{{n}}"), 500)
         time.sleep(1)
         before = server.worker_rss_kib()
@@ -37,7 +35,6 @@ def measure(emulator_host: str, source: Path, coalesce: str, pages: int) -> dict
         server.close()
     return {
         "source": str(source),
-        "coalesce": coalesce,
         "ok": load["ok"],
         "hits_per_second": load["hits_per_second"],
         "rss_before_kib": before,
@@ -51,7 +48,7 @@ def _load(url: str, hits: int) -> dict:
 
 
 def main() -> int:
-    """Measure every source with COALESCE_HITS off and on; print the table."""
+    """Measure every source; print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
     parser.add_argument("--source", type=Path, action="append", help="a checkout (default: this)")
     parser.add_argument("--pages", type=int, default=30_000)
@@ -59,9 +56,8 @@ def main() -> int:
     rows = []
     with emulator("emulator-memory") as host:
         for source in args.source or [ROOT]:
-            for coalesce in ("false", "true"):
-                rows.append(measure(host, source.resolve(), coalesce, args.pages))
-                print(json.dumps(rows[-1]), flush=True)
+            rows.append(measure(host, source.resolve(), args.pages))
+            print(json.dumps(rows[-1]), flush=True)
     print("\n".join(report.memory_table(rows)))
     return 0
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ROOT / "main.py"
 FUNCTIONS = ROOT / "bench" / "functions.py"
 BARE = ROOT / "bench" / "bare.py"
+LIBRARY_FLOOR = ROOT / "bench" / "library_floor.py"
 WORK = ROOT / "bench" / "results" / "run.tmp"
 """The emulator's logs; ignored by git."""
 PROJECT = "bench-visit-counter"
