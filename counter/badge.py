@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import escape, quoteattr
+from html import escape
 
 MAX_LABEL_LENGTH = 40
 DEFAULT_LABEL = "visits"
@@ -63,7 +63,7 @@ def render(text: str, count: int, fill: str) -> str:
     title = escape(f"{text}: {value}")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" role="img" '
-        f"aria-label={quoteattr(f'{text}: {value}')}><title>{title}</title>"
+        f'aria-label="{title}"><title>{title}</title>'
         '<linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" '
         'stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient>'
         f'<clipPath id="r"><rect width="{total}" height="20" rx="3" fill="#fff"/></clipPath>'
