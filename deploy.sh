@@ -5,9 +5,10 @@
 #            [--budget=AMOUNT] [--github=OWNER/REPO | --deploy-only]
 #
 #   --project=ID  the Google Cloud project (else GOOGLE_CLOUD_PROJECT, else gcloud's config)
-#   --dry-run     print every gcloud command, one per line after "+", and run none of them, not
-#                 even read-only ones: the plan assumes nothing exists yet. Needs only a project
-#                 and ALLOWED_ORIGINS, not gcloud or a login.
+#   --dry-run     print every gcloud command, one per line after "+", grouped as those that only
+#                 read and those that create or change, and run none of them, not even the
+#                 read-only ones: the plan assumes nothing exists yet. Needs only a project (gcloud's
+#                 configured one will do) and ALLOWED_ORIGINS, not a login.
 #   --gateway     also put API Gateway in front of the function, described by openapi.yaml
 #   --smoke       after deploying, call the live URL with scripts/smoke.sh
 #   --budget=AMOUNT
@@ -112,6 +113,8 @@ TTL_PROPERTY=expire_at
 ENV_DELIMITER=";"
 
 DRY_RUN=0
+PLAN_READS=()
+PLAN_CREATES=()
 GATEWAY=0
 SMOKE=0
 DEPLOY_ONLY=0
@@ -185,21 +188,22 @@ main() {
         deploy_gateway "$url" "$sa_email"
         endpoint=$GATEWAY_URL
     fi
-    print_summary "$url" "$endpoint"
-    if [[ -n $GITHUB_REPO ]]; then
-        print_github_variables
-    fi
     if [[ -n $BUDGET ]]; then
-        # After the deploy: a budget only alerts, so a refusal here must not keep the counter
-        # from being deployed.
+        # After the deploy: a refusal here must not keep the counter from being deployed.
         ensure_budget
-    fi
-    if [[ -n ${GITHUB_OUTPUT:-} ]] && ((!DRY_RUN)); then
-        printf 'url=%s\n' "$endpoint" >>"$GITHUB_OUTPUT"
     fi
     if ((SMOKE)); then
         run scripts/smoke.sh --origin="$(first_origin)" "$endpoint"
     fi
+    if [[ -n ${GITHUB_OUTPUT:-} ]] && ((!DRY_RUN)); then
+        printf 'url=%s\n' "$endpoint" >>"$GITHUB_OUTPUT"
+    fi
+    print_plan
+    if [[ -n $GITHUB_REPO ]]; then
+        print_github_variables
+    fi
+    # Last, so that what to paste into the page is what a newcomer sees at the end.
+    print_summary "$url" "$endpoint"
 }
 
 # The header above, then the function's settings as counter/config.py has them.
@@ -319,12 +323,11 @@ check_prerequisites() {
         account=$(gcloud auth list --filter=status:ACTIVE --format="value(account)" 2>/dev/null ||
             true)
         [[ -n $account ]] || die "no account is logged in to gcloud; run: gcloud auth login"
-        if [[ -z $PROJECT ]]; then
-            PROJECT=$(gcloud config get-value project 2>/dev/null || true)
-        fi
     fi
-    if [[ -z $PROJECT ]] && ((DRY_RUN)); then
-        die "no project; a dry run reads no gcloud config: set GOOGLE_CLOUD_PROJECT=your-project or pass --project=your-project"
+    # gcloud's configured project, as `gcloud init` set it; reading it sends nothing to Google,
+    # so a dry run takes it too when gcloud is installed.
+    if [[ -z $PROJECT ]] && command -v gcloud >/dev/null; then
+        PROJECT=$(gcloud config get-value project 2>/dev/null || true)
     fi
     [[ -n $PROJECT ]] ||
         die "no project; set GOOGLE_CLOUD_PROJECT=your-project, pass --project=your-project or run: gcloud config set project your-project"
@@ -334,7 +337,10 @@ check_prerequisites() {
     IFS=, read -ra origins <<<"$ALLOWED_ORIGINS"
     for origin in "${origins[@]}"; do
         origin=${origin// /}
-        [[ -z $origin || $origin == "*" || $origin =~ ^https?://[^/]+/?$ ]] ||
+        # Any site could then count visits on a deployed counter: * is for a local run only.
+        [[ $origin != "*" ]] ||
+            die "ALLOWED_ORIGINS='*' would let any site's pages count visits here; name your site, e.g. ALLOWED_ORIGINS=https://me.example (* is for make run only)"
+        [[ -z $origin || $origin =~ ^https?://[^/]+/?$ ]] ||
             die "ALLOWED_ORIGINS: '$origin' is not an origin; write it as https://me.example (scheme and host, no path)"
     done
     local name
@@ -583,18 +589,28 @@ print_github_variables() {
 first_origin() {
     local origin=${ALLOWED_ORIGINS%%,*}
     origin=${origin// /}
-    if [[ $origin == "*" ]]; then
-        origin="https://example.com"
-    fi
     printf '%s' "${origin%/}"
 }
 
-# Print a command after "+", then run it unless this is a dry run.
+# Print a command after "+", then run it; a dry run keeps it for the plan's "creates" instead.
 run() {
-    say "+ $(quote "$@")"
-    if ((!DRY_RUN)); then
-        "$@"
+    if ((DRY_RUN)); then
+        PLAN_CREATES+=("+ $(quote "$@")")
+        return 0
     fi
+    say "+ $(quote "$@")"
+    "$@"
+}
+
+# A dry run's plan, grouped: what only reads, then what creates or changes something.
+print_plan() {
+    ((DRY_RUN)) || return 0
+    say ""
+    say "Reads (these change nothing):"
+    printf '%s\n' ${PLAN_READS[@]+"${PLAN_READS[@]}"}
+    say ""
+    say "Creates or changes:"
+    printf '%s\n' ${PLAN_CREATES[@]+"${PLAN_CREATES[@]}"}
 }
 
 # Run a read-only command and keep its output in VALUE. Return 1 when it says the thing does
@@ -602,7 +618,7 @@ run() {
 read_value() {
     VALUE=""
     if ((DRY_RUN)); then
-        say "+ $(quote "$@")"
+        PLAN_READS+=("+ $(quote "$@")")
         return 1
     fi
     if VALUE=$("$@" 2>"$WORK_DIR/stderr"); then

@@ -275,6 +275,21 @@ def plan(stdout: str) -> list[list[str]]:
     return [line for line in lines if line[0] == "gcloud"]
 
 
+def plan_groups(stdout: str) -> tuple[list[list[str]], list[list[str]]]:
+    """A dry run's plan as it groups it: the commands that only read, then those that create."""
+    reads, _, creates = stdout.partition("\nCreates or changes:\n")
+    assert "Reads (these change nothing):" in reads, "the plan is not grouped"
+    return plan(reads), plan(creates)
+
+
+def assert_plan_is(stdout: str, done: list[list[str]]) -> None:
+    """A dry run planned exactly what a real run did: each group in the order it ran."""
+    reads, creates = plan_groups(stdout)
+    assert [call for call in done if call in reads] == reads
+    assert [call for call in done if call in creates] == creates
+    assert len(done) == len(reads) + len(creates)
+
+
 def succeeded(run: Run) -> Run:
     """The run, after checking that deploy.sh exited 0."""
     assert run.result.returncode == 0, run.result.stdout + run.result.stderr

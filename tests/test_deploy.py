@@ -31,9 +31,11 @@ from real_gcloud import (
     Cloud,
     Run,
     after_checks,
+    assert_plan_is,
     command,
     flags,
     plan,
+    plan_groups,
     succeeded,
 )
 from scripts.emulator import free_port
@@ -350,9 +352,27 @@ def test_deploy_smoke_flag_checks_the_deployed_url(deployed: Run, live_server: s
 def test_dry_run_plan_is_what_a_real_run_does(idle_cloud: Cloud, deployed: Run) -> None:
     dry_run = idle_cloud.deploy("--dry-run", "--smoke", ALLOWED_ORIGINS=ORIGINS)
 
-    done = after_checks(deployed.commands)
-    assert plan(dry_run.result.stdout) == [["gcloud", *call] for call in done]
+    done = [["gcloud", *call] for call in after_checks(deployed.commands)]
+    stdout = dry_run.result.stdout
+    assert_plan_is(stdout, done)
+    _reads, creates = plan_groups(stdout)
+    assert not any(" describe" in " ".join(call) or " list" in " ".join(call) for call in creates)
+    # It ends with what to paste into the page.
+    assert stdout.rstrip().splitlines()[-1].strip() == '<script src="counter.js" defer></script>'
     assert (dry_run.commands, dry_run.calls) == ([], [])
+
+
+def test_a_dry_run_takes_the_project_gcloud_is_configured_with(
+    clouds: list[Cloud], tmp_path: Path
+) -> None:
+    cloud = new_cloud(clouds, tmp_path, config_project=CUSTOM_PROJECT, logged_in=False)
+
+    run = cloud.deploy("--dry-run", GOOGLE_CLOUD_PROJECT=None, ALLOWED_ORIGINS=ORIGINS)
+
+    assert run.result.returncode == 0, run.result.stderr
+    assert f"in project {CUSTOM_PROJECT}" in run.result.stdout
+    assert run.commands == [["config", "get-value", "project"]]  # read locally; nothing sent
+    assert run.calls == []
 
 
 # --- runs that stop ---
@@ -412,6 +432,12 @@ def test_lookup_error_other_than_not_found_stops_the_deploy(
         ),
         pytest.param(
             {"ALLOWED_ORIGINS": "me.example"}, (), "write it as https://", id="origin-not-a-url"
+        ),
+        pytest.param(
+            {"ALLOWED_ORIGINS": "https://me.example,*"},
+            ("--dry-run",),
+            "is for make run only",
+            id="any-origin",
         ),
         pytest.param(
             {"ALLOWED_PAGES": "/a;b"}, (), "must not contain ';'", id="delimiter-in-a-setting"
