@@ -10,11 +10,14 @@
   throwaway CA (throwaway_ca.py). It checks each call's bearer token against the tokens the
   metadata stand-in issued, then forwards the call as raw bytes to Google's Datastore emulator
   and passes back its answer or its status.
-- An HTTP CONNECT proxy that tunnels datastore.googleapis.com:443 to that server, so a client
-  keeps Google's real host name (and checks the certificate against it) while its bytes stay
-  on this machine.
+- Cloud Run's Admin API over TLS (run.googleapis.com), a second gRPC server: the IAM policy
+  of each service (`google.cloud.run.v2.Services/GetIamPolicy` and `SetIamPolicy`), held in
+  memory per resource, with the same token check; each call is recorded.
+- An HTTP CONNECT proxy that tunnels datastore.googleapis.com:443 and run.googleapis.com:443 to
+  those servers, so a client keeps Google's real host name (and checks the certificate against
+  it) while its bytes stay on this machine.
 
-`GoogleStandIn.env()` is the environment a client process needs to find all three as if they
+`GoogleStandIn.env()` is the environment a client process needs to find them all as if they
 were Google. gRPC reads it in the process it runs in (the roots file once, when the first secure
 channel needs default roots), so the client must be a process started with it.
 """
@@ -44,11 +47,15 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from google.iam.v1 import iam_policy_pb2, policy_pb2
 
 import throwaway_ca
 
 DATASTORE_HOST = "datastore.googleapis.com"
 DATASTORE_TARGET = f"{DATASTORE_HOST}:443"
+RUN_HOST = "run.googleapis.com"
+RUN_TARGET = f"{RUN_HOST}:443"
+RUN_SERVICES = "/google.cloud.run.v2.Services/"
 TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
 OAUTH_TOKEN_PATH = "/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -64,6 +71,8 @@ Metadata-Flavor: Google header."""
 SERVICE_ACCOUNT = "visits@visit-counter-test.iam.gserviceaccount.com"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 """The scopes a Cloud Function's default account has."""
+PROXY_NAMES = frozenset({"grpc_proxy", "https_proxy", "http_proxy", "no_grpc_proxy", "no_proxy"})
+"""Variables by which the shell could steer a client elsewhere; each run sets its own."""
 # What Google answers a call whose credentials it does not accept.
 UNAUTHENTICATED_DETAILS = "Request had invalid authentication credentials."
 
@@ -97,6 +106,18 @@ class DatastoreCall:
     def header(self, name: str) -> str | None:
         """The value of one metadata key (keys are lower case in gRPC), or None."""
         return next((value for key, value in self.metadata if key == name), None)
+
+
+@dataclass(frozen=True)
+class RunCall:
+    """One RPC the Run stand-in received: method name (GetIamPolicy, SetIamPolicy), resource,
+    the policy a SetIamPolicy asked for, the bearer token (None without one), the status sent."""
+
+    method: str
+    resource: str
+    policy: policy_pb2.Policy | None
+    token: str | None
+    code: grpc.StatusCode
 
 
 class TokenIssuer:
@@ -238,6 +259,80 @@ class _DatastoreForwarder(grpc.GenericRpcHandler):
         self._standin.record(self._standin.datastore_calls, DatastoreCall(method, metadata, code))
 
 
+_Answer = tuple[grpc.StatusCode, str, policy_pb2.Policy | None]
+"""A Run method's status, its details and the policy answered (None unless OK)."""
+
+
+class _RunServices(grpc.GenericRpcHandler):
+    """Cloud Run's IAM methods on services, as Google answers them: NOT_FOUND for a service it
+    holds no policy for, ABORTED for a SetIamPolicy whose etag is not the current one."""
+
+    def __init__(self, standin: GoogleStandIn) -> None:
+        self._standin = standin
+        self._methods = {
+            "GetIamPolicy": (iam_policy_pb2.GetIamPolicyRequest, self._get),
+            "SetIamPolicy": (iam_policy_pb2.SetIamPolicyRequest, self._set),
+        }
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """A handler for the two IAM methods; None (UNIMPLEMENTED) for anything else."""
+        prefix, _, name = handler_call_details.method.rpartition("/")
+        if f"{prefix}/" != RUN_SERVICES or name not in self._methods:
+            return None
+        request_type, answer = self._methods[name]
+        return grpc.unary_unary_rpc_method_handler(
+            functools.partial(self._call, name, answer),
+            request_deserializer=request_type.FromString,
+            response_serializer=policy_pb2.Policy.SerializeToString,
+        )
+
+    def _call(
+        self,
+        name: str,
+        answer: Callable[[Any], _Answer],
+        request: Any,
+        context: grpc.ServicerContext,
+    ) -> policy_pb2.Policy:
+        standin = self._standin
+        authorization = dict(context.invocation_metadata()).get("authorization") or ""
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Bearer" or not standin.tokens.is_valid(token):
+            code, details, policy = grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS, None
+        elif standin.run_refusal is not None:
+            refusal = standin.run_refusal
+            code, details, policy = refusal, f"{refusal.name}: the stand-in refuses this", None
+        else:
+            with standin.run_lock:
+                code, details, policy = answer(request)
+        asked = request.policy if name == "SetIamPolicy" else None
+        call = RunCall(name, request.resource, asked, token or None, code)
+        standin.record(standin.run_calls, call)
+        if policy is None:
+            context.abort(code, details)
+        return policy
+
+    def _get(self, request: iam_policy_pb2.GetIamPolicyRequest) -> _Answer:
+        policy = self._standin.run_policies.get(request.resource)
+        if policy is None:
+            return grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found.", None
+        return grpc.StatusCode.OK, "", policy
+
+    def _set(self, request: iam_policy_pb2.SetIamPolicyRequest) -> _Answer:
+        current = self._standin.run_policies.get(request.resource)
+        if current is None:
+            return grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found.", None
+        # IAM's read-modify-write rule: a policy read before someone else's change is refused.
+        if request.policy.etag and request.policy.etag != current.etag:
+            return grpc.StatusCode.ABORTED, "There were concurrent policy changes.", None
+        stored = policy_pb2.Policy()
+        stored.CopyFrom(request.policy)
+        stored.etag = self._standin.next_etag()
+        self._standin.run_policies[request.resource] = stored
+        return grpc.StatusCode.OK, "", stored
+
+
 class _ConnectProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
@@ -248,7 +343,8 @@ class _ConnectProxy(socketserver.ThreadingTCPServer):
 
 
 class _ConnectHandler(socketserver.BaseRequestHandler):
-    """Tunnels CONNECT datastore.googleapis.com:443 to the TLS server; refuses anything else."""
+    """Tunnels CONNECT datastore.googleapis.com:443 and run.googleapis.com:443 to their TLS
+    servers; refuses anything else."""
 
     server: _ConnectProxy
     request: socket.socket
@@ -267,12 +363,13 @@ class _ConnectHandler(socketserver.BaseRequestHandler):
         standin = self.server.standin
         if method == "CONNECT":
             standin.record(standin.connects, target)
-        if method != "CONNECT" or target != DATASTORE_TARGET:
+        port = {DATASTORE_TARGET: standin.datastore_port, RUN_TARGET: standin.run_port}.get(target)
+        if method != "CONNECT" or port is None:
             self.request.sendall(
                 b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             )
             return
-        with socket.create_connection(("127.0.0.1", standin.datastore_port)) as upstream:
+        with socket.create_connection(("127.0.0.1", port)) as upstream:
             self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             upstream.sendall(early)
             self._relay(upstream)
@@ -290,8 +387,8 @@ class _ConnectHandler(socketserver.BaseRequestHandler):
 
 
 class GoogleStandIn:
-    """Google's metadata server and Datastore (over TLS, behind a CONNECT proxy) on loopback,
-    with Datastore's data in the emulator at emulator_host."""
+    """Google's metadata server, Datastore and Cloud Run's IAM methods (over TLS, behind a
+    CONNECT proxy) on loopback, with Datastore's data in the emulator at emulator_host."""
 
     def __init__(
         self,
@@ -315,10 +412,21 @@ class GoogleStandIn:
         self._folder = tempfile.TemporaryDirectory(prefix="google-standin-")
         self.ca_file = Path(self._folder.name) / "ca.pem"
         self.datastore_port = 0
+        self.run_policies: dict[str, policy_pb2.Policy] = {}
+        """Each Cloud Run service's IAM policy by resource name; a test puts the first one."""
+        self.run_calls: list[RunCall] = []
+        self.run_refusal: grpc.StatusCode | None = None
+        """Answer every Run call with this status, as Google does a caller it refuses."""
+        self.run_lock = threading.Lock()
+        """Held while a call reads or replaces a policy, so a set sees the etag it checked."""
+        self._etags = itertools.count(1)
+        self.run_port = 0
 
     def start(self) -> GoogleStandIn:
         """Start the three servers; returns self."""
-        certificate = throwaway_ca.issue([DATASTORE_HOST], ca_name="google stand-in test CA")
+        certificate = throwaway_ca.issue(
+            [DATASTORE_HOST, RUN_HOST], ca_name="google stand-in test CA"
+        )
         self.ca_file.write_bytes(certificate.ca_pem)
         # The emulator is on loopback: a proxy from the shell's environment must not divert it.
         self._emulator = grpc.insecure_channel(
@@ -329,6 +437,10 @@ class GoogleStandIn:
         credentials = grpc.ssl_server_credentials([(certificate.key_pem, certificate.cert_pem)])
         self.datastore_port = self._grpc.add_secure_port("127.0.0.1:0", credentials)
         self._grpc.start()
+        self._run = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._run.add_generic_rpc_handlers((_RunServices(self),))
+        self.run_port = self._run.add_secure_port("127.0.0.1:0", credentials)
+        self._run.start()
         self._metadata = _MetadataServer(self)
         self._proxy = _ConnectProxy(self)
         for server in (self._metadata, self._proxy):
@@ -344,6 +456,7 @@ class GoogleStandIn:
             server.shutdown()
             server.server_close()
         self._grpc.stop(grace=None).wait()
+        self._run.stop(grace=None).wait()
         self._emulator.close()
         self._folder.cleanup()
 
@@ -397,6 +510,26 @@ class GoogleStandIn:
     def calls_to(self, name: str) -> list[DatastoreCall]:
         """The recorded Datastore calls of one method, e.g. "Commit"."""
         return [call for call in self.datastore_calls if call.method.rsplit("/", 1)[-1] == name]
+
+    def put_run_policy(self, resource: str, *bindings: tuple[str, list[str]]) -> None:
+        """Give a Cloud Run service this IAM policy, (role, members) per binding, and a new etag."""
+        policy = policy_pb2.Policy(
+            version=1,
+            bindings=[policy_pb2.Binding(role=role, members=members) for role, members in bindings],
+            etag=self.next_etag(),
+        )
+        with self.run_lock:
+            self.run_policies[resource] = policy
+
+    def run_bindings(self, resource: str) -> dict[str, list[str]]:
+        """A Cloud Run service's current bindings: members by role."""
+        with self.run_lock:
+            policy = self.run_policies[resource]
+        return {binding.role: list(binding.members) for binding in policy.bindings}
+
+    def next_etag(self) -> bytes:
+        """An etag no policy here has had."""
+        return f"etag-{next(self._etags)}".encode()
 
     def record(self, log: list[Any], item: object) -> None:
         """Append to one of the records; the servers' threads write them concurrently."""

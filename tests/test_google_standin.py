@@ -25,6 +25,7 @@ from google_standin import (
     DATASTORE_HOST,
     DATASTORE_TARGET,
     PROJECT_ID_PATH,
+    PROXY_NAMES,
     TOKEN_PATH,
     UNAUTHENTICATED_DETAILS,
     GoogleStandIn,
@@ -33,8 +34,6 @@ from google_standin import (
 CLIENT = Path(__file__).with_name("bare_grpc_client.py")
 LOOKUP = "/google.datastore.v1.Datastore/Lookup"
 COMMIT = "/google.datastore.v1.Datastore/Commit"
-# Variables by which the shell could steer a client elsewhere; each run sets its own.
-PROXY_NAMES = {"grpc_proxy", "https_proxy", "http_proxy", "no_grpc_proxy", "no_proxy"}
 
 
 def run_client(
