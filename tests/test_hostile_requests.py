@@ -162,7 +162,7 @@ GUNICORN_REFUSES = {
 def test_what_gunicorn_refuses_itself_never_reaches_the_function(
     server: LiveServer, head: bytes, status: int
 ) -> None:
-    # The README's Limits say so: these answers are gunicorn's, before the function runs.
+    # docs/api.md says so: these answers are gunicorn's, before the function runs.
     logged_before = len(server.log_entries())
 
     response = raw_http.send(server.port, head + b"Host: a\r\nConnection: close\r\n\r\n")
@@ -176,7 +176,7 @@ def test_what_gunicorn_refuses_itself_never_reaches_the_function(
 # comes back; at the end the database must hold exactly the visits the answers said counted.
 # It sends only what gunicorn itself accepts as HTTP: what it refuses before the function runs
 # (methods under three letters, control characters in the request line or a header, a header
-# over 8 KiB, Content-Length with Transfer-Encoding) gets gunicorn's own answer (README, Limits).
+# over 8 KiB, Content-Length with Transfer-Encoding) gets gunicorn's own answer (docs/api.md).
 
 FUZZ_EXAMPLES = 400
 FUZZ_AGENTS = [BROWSER, BROWSER, BROWSER, "", "curl/8.5.0", "PostmanRuntime/7.43.0", "x" * 300]

@@ -1,5 +1,7 @@
-"""The README's command blocks, run as written: each block marked `<!-- tested: NAME -->` is read
-from README.md itself, with free ports in place of 8080 and 8081, so it cannot drift."""
+"""The documentation, checked against the code: each command block marked `<!-- tested: NAME -->`
+is read from README.md or docs/ itself and run, with free ports in place of 8080 and 8081, so it
+cannot drift; and every relative link in them leads to a file, and to a heading where it names one.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -160,3 +163,105 @@ def test_functions_framework_by_hand_counts_a_visit(
 
     [command] = commands(visit)
     run_and_check(command, env)
+
+
+# --- links ---
+
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", flags=re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", flags=re.DOTALL)
+_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^\s)>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", flags=re.MULTILINE)
+
+
+def prose(markdown: str) -> str:
+    """The text outside fenced code blocks and code spans, where a link is a link."""
+    return _CODE_SPAN.sub("", _FENCE.sub("", markdown))
+
+
+def links(markdown: str) -> list[str]:
+    """The targets of the inline links and images of a Markdown text."""
+    return _LINK.findall(prose(markdown))
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's text only
+    return re.sub(r"[^\w\- ]", "", text.lower().replace("`", "")).replace(" ", "-")
+
+
+def anchors(markdown: str) -> set[str]:
+    """Every heading's anchor; a repeated heading gets -1, -2 … as on GitHub."""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in _HEADING.findall(_FENCE.sub("", markdown)):
+        slug = anchor(heading)
+        found.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return found
+
+
+def broken_links(document: Path, targets: Iterable[str]) -> list[str]:
+    """The relative targets of a document that lead to no file, or to no heading of one."""
+    broken = []
+    for target in targets:
+        parts = urlsplit(target)
+        if parts.scheme or parts.netloc:
+            continue  # a web address: not this repository's to check
+        path = (document.parent / unquote(parts.path)).resolve() if parts.path else document
+        if (
+            not path.exists()
+            or ROOT not in (path, *path.parents)
+            or (
+                parts.fragment
+                and path.suffix == ".md"
+                and unquote(parts.fragment) not in anchors(path.read_text(encoding="utf-8"))
+            )
+        ):
+            broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize(
+    ("heading", "expected"),
+    [
+        (
+            "Coming from the classic Flask `/visits` design",
+            "coming-from-the-classic-flask-visits-design",
+        ),
+        ("A budget alert: `--budget`", "a-budget-alert---budget"),
+        ("deploy.sh's own settings", "deployshs-own-settings"),
+        ("Who is counted, and what is kept", "who-is-counted-and-what-is-kept"),
+        ("With --gateway", "with---gateway"),
+    ],
+)
+def test_anchors_follow_githubs_rule(heading: str, expected: str) -> None:
+    assert anchor(heading) == expected
+
+
+def test_a_repeated_heading_gets_a_number() -> None:
+    assert anchors("# Notes\n## Notes\n### Notes\n") == {"notes", "notes-1", "notes-2"}
+
+
+def test_links_in_code_are_not_links() -> None:
+    text = "[a](a.md) `[b](b.md)`\n```markdown\n![c](c.png)\n```\n![d](docs/d.png)\n"
+    assert links(text) == ["a.md", "docs/d.png"]
+
+
+def test_a_broken_link_and_a_missing_heading_are_found() -> None:
+    targets = ["docs/api.md#errors", "docs/api.md#no-such-heading", "docs/nowhere.md", "#more"]
+    assert broken_links(ROOT / "README.md", targets) == [
+        "docs/api.md#no-such-heading",
+        "docs/nowhere.md",
+    ]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.relative_to(ROOT).as_posix())
+def test_every_relative_link_resolves(document: Path) -> None:
+    assert broken_links(document, links(document.read_text(encoding="utf-8"))) == []
+
+
+def test_the_readme_links_to_every_doc() -> None:
+    linked = {urlsplit(target).path for target in links((ROOT / "README.md").read_text())}
+    docs = {path.relative_to(ROOT).as_posix() for path in DOCUMENTS[1:]}
+    assert docs <= linked, f"README.md does not link to {sorted(docs - linked)}"
