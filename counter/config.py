@@ -1,8 +1,8 @@
 """Settings read once from the environment: each field names its variable, default and parser.
 
 The Settings dataclass is the one list of settings. Everything else that lists them (the tests'
-clean environment, deploy.sh's pass-through list, docs/configuration.md's table, the benchmark) takes the
-names from `ENV_NAMES` or is checked against it by a test.
+clean environment, deploy.sh's pass-through list, docs/configuration.md's table, the benchmark)
+takes the names from `ENV_NAMES` or is checked against it by a test.
 """
 
 from __future__ import annotations
