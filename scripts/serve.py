@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import os
 import signal
 import subprocess
@@ -58,13 +59,12 @@ def main() -> int:
     )
     threading.Thread(target=web.serve_forever, daemon=True).start()
     url = f"http://localhost:{PORT}/"
-    demo_note = "" if url == DEMO_ENDPOINT else f" (they call {DEMO_ENDPOINT}: edit web/*.html)"
     print(
         f"\nThe counter is on {url} (Datastore emulator at {host}; counts live in memory"
         " and end with it).\n"
         f"  count a visit:  curl -X POST -A 'Mozilla/5.0' '{url}?page=/'\n"
         f"  read it:        curl '{url}?page=/'\n"
-        f"  demo page:      http://localhost:{WEB_PORT}/{demo_note}\n"
+        f"  demo page:      http://localhost:{WEB_PORT}/\n"
         f"  visits per day: http://localhost:{WEB_PORT}/stats.html?page=/\n"
         f"Browsers may call it from: {env['ALLOWED_ORIGINS']}\n"
         "Press Ctrl-C to stop.\n",
@@ -85,9 +85,27 @@ def main() -> int:
         print("Stopped the demo page, the function and the emulator.")
 
 
+class _DemoPages(http.server.SimpleHTTPRequestHandler):
+    """web/ as files, the demo pages with the function's URL on this PORT in place of 8080's."""
+
+    def send_head(self) -> object:
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            path = path / "index.html"
+        if path.suffix != ".html" or not path.is_file() or PORT == 8080:
+            return super().send_head()
+        page = path.read_text(encoding="utf-8").replace(DEMO_ENDPOINT, f"http://localhost:{PORT}/")
+        body = page.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
+
 def _web_server() -> http.server.ThreadingHTTPServer:
     """A static server for web/ on loopback, bound now so a busy port fails before the rest."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=ROOT / "web")
+    handler = functools.partial(_DemoPages, directory=ROOT / "web")
     return http.server.ThreadingHTTPServer(("127.0.0.1", WEB_PORT), handler)
 
 
