@@ -4,8 +4,9 @@ A CloudEvent function on the Pub/Sub topic of the budget's programmatic notifica
 format documented at
 https://cloud.google.com/billing/docs/how-to/budgets-programmatic-notifications#notification_format
 (costAmount, budgetAmount in the data; billingAccountId, budgetId, schemaVersion attributes).
-At costAmount >= CLOSE_AT x budgetAmount it removes allUsers from the counter's
-roles/run.invoker binding: the public gets 403 and the counter's costs stop growing.
+At costAmount >= CLOSE_AT x budgetAmount it removes the public ways in, CLOSE_MEMBERS (allUsers,
+and the gateway's account where the counter sits behind API Gateway), from the counter's
+roles/run.invoker binding: visitors get 403 and the counter's costs stop growing.
 
 Why IAM and not ingress: removing a member needs only run.services.getIamPolicy and
 run.services.setIamPolicy on that one service (a custom role), while setting ingress to internal
@@ -35,6 +36,7 @@ PUBLIC = "allUsers"
 REOPEN = "./deploy.sh --reopen"
 RUN_DEADLINE_SECONDS = 30.0  # the library sets no deadline; Eventarc retries a failure
 _SERVICE = re.compile(r"projects/[^/]+/locations/[^/]+/services/[^/]+")
+_MEMBER = re.compile(r"allUsers|serviceAccount:[^,\s]+@[^,\s]+")
 
 
 class ConfigError(ValueError):
@@ -52,10 +54,11 @@ class Settings:
     service: str
     budget_id: str | None
     close_at: Decimal
+    members: tuple[str, ...] = (PUBLIC,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """COUNTER_SERVICE (required), BUDGET_ID (optional), CLOSE_AT (default 1.0, > 0)."""
+        """COUNTER_SERVICE (required), BUDGET_ID, CLOSE_AT (default 1.0, > 0), CLOSE_MEMBERS."""
         service = env.get("COUNTER_SERVICE", "")
         if not _SERVICE.fullmatch(service):
             raise ConfigError(
@@ -72,7 +75,13 @@ class Settings:
             valid = False
         if not valid:
             raise ConfigError(f"CLOSE_AT={raw!r}: expected a number above 0, e.g. 0.9")
-        return cls(service, budget_id, close_at)
+        listed = env.get("CLOSE_MEMBERS") or PUBLIC
+        members = tuple(member.strip() for member in listed.split(",") if member.strip())
+        if not members or any(not _MEMBER.fullmatch(member) for member in members):
+            raise ConfigError(
+                f"CLOSE_MEMBERS={listed!r}: expected allUsers or serviceAccount:EMAIL, by commas"
+            )
+        return cls(service, budget_id, close_at, members)
 
 
 @dataclass(frozen=True)
@@ -131,24 +140,27 @@ def run_client() -> run_v2.ServicesClient:
     return run_v2.ServicesClient()
 
 
-def drop_public_invoker(policy: policy_pb2.Policy) -> bool:
-    """Remove allUsers from the policy's run.invoker bindings; whether it was there."""
+def drop_public_invoker(policy: policy_pb2.Policy, members: tuple[str, ...]) -> bool:
+    """Remove these members from the policy's run.invoker bindings; whether any was there."""
     found = False
     for index in reversed(range(len(policy.bindings))):
         binding = policy.bindings[index]
-        if binding.role == INVOKER and PUBLIC in binding.members:
-            binding.members.remove(PUBLIC)
-            found = True
-            if not binding.members:
-                del policy.bindings[index]
+        if binding.role != INVOKER:
+            continue
+        for member in members:
+            if member in binding.members:
+                binding.members.remove(member)
+                found = True
+        if not binding.members:
+            del policy.bindings[index]
     return found
 
 
-def close(service: str) -> bool:
-    """Take allUsers off the service's invokers; False if it was already off."""
+def close(service: str, members: tuple[str, ...]) -> bool:
+    """Take these members off the service's invokers; False if none of them was on."""
     client = run_client()
     policy = client.get_iam_policy(request={"resource": service}, timeout=RUN_DEADLINE_SECONDS)
-    if not drop_public_invoker(policy):
+    if not drop_public_invoker(policy, members):
         return False
     # The policy keeps the etag it was read with: if it changed since, IAM answers ABORTED and
     # Eventarc's retry reads it afresh instead of overwriting someone else's change.
@@ -172,8 +184,9 @@ def guard(cloud_event: CloudEvent) -> None:
         log("INFO", f"Budget {notification.budget_id} is not the counter's: nothing done")
     elif cost < SETTINGS.close_at * budget:
         log("INFO", f"Spent {amounts}, under CLOSE_AT={SETTINGS.close_at}: the counter stays open")
-    elif close(SETTINGS.service):
-        closed = f"{SETTINGS.service} is closed to the public ({PUBLIC} removed from {INVOKER})"
+    elif close(SETTINGS.service, SETTINGS.members):
+        removed = ", ".join(SETTINGS.members)
+        closed = f"{SETTINGS.service} is closed to the public ({removed} removed from {INVOKER})"
         reached = f"Spent {amounts}, at least CLOSE_AT={SETTINGS.close_at} of the budget"
         log("CRITICAL", f"{reached}. The counter {closed}. Reopen: {REOPEN}")
     else:

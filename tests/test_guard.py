@@ -25,7 +25,7 @@ from real_gcloud import GCLOUD
 from scripts.emulator import free_port
 
 GUARD = ROOT / "guard" / "main.py"
-GUARD_ENV_NAMES = ("COUNTER_SERVICE", "BUDGET_ID", "CLOSE_AT")
+GUARD_ENV_NAMES = ("COUNTER_SERVICE", "BUDGET_ID", "CLOSE_AT", "CLOSE_MEMBERS")
 SERVICE = f"projects/{PROJECT}/locations/europe-west1/services/visit-counter"
 BUDGET_ID = "5a0a4c2e-0000-4000-8000-00000000b0d9"
 INVOKER = "roles/run.invoker"
@@ -213,6 +213,22 @@ def test_over_the_budget_allusers_is_removed_and_one_critical_line_says_how_to_r
         assert part in entry["message"]
 
 
+def test_behind_a_gateway_the_gateways_account_is_taken_off_too(
+    start: Callable[..., GuardServer], standin: GoogleStandIn
+) -> None:
+    gateway = f"serviceAccount:visit-counter-gateway@{PROJECT}.iam.gserviceaccount.com"
+    standin.put_run_policy(SERVICE, (INVOKER, [gateway, OWNER]), ("roles/run.developer", [OWNER]))
+    server = start(CLOSE_MEMBERS=f"allUsers,{gateway}")
+
+    answer = server.deliver(notification(100.0))
+
+    assert answer.status_code == 200
+    assert standin.run_bindings(SERVICE) == CLOSED_BINDINGS
+    [entry] = server.log_entries()
+    assert entry["severity"] == "CRITICAL"
+    assert gateway in entry["message"]
+
+
 def test_twice_over_the_budget_sets_the_policy_once(
     start: Callable[..., GuardServer], standin: GoogleStandIn
 ) -> None:
@@ -335,6 +351,8 @@ def test_close_at_closes_at_that_fraction_of_the_budget(
         ({"CLOSE_AT": "90%"}, "CLOSE_AT"),
         ({"CLOSE_AT": "nan"}, "CLOSE_AT"),
         ({"CLOSE_AT": "inf"}, "CLOSE_AT"),
+        ({"CLOSE_MEMBERS": "allUsers,user:owner@example.com"}, "CLOSE_MEMBERS"),
+        ({"CLOSE_MEMBERS": " , "}, "CLOSE_MEMBERS"),
     ],
 )
 def test_a_bad_setting_stops_the_guard_at_start_up_naming_its_variable(
