@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
 # Deploy the visit counter: a Cloud Function (2nd gen) on Firestore in Datastore mode.
 #
-# Usage: ALLOWED_ORIGINS=https://your.site ./deploy.sh [--project=ID] [--dry-run] [--gateway] [--smoke]
-#            [--budget=AMOUNT] [--github=OWNER/REPO | --deploy-only]
+# Usage: ALLOWED_ORIGINS=https://your.site ./deploy.sh [--project=ID] [--dry-run] [--smoke]
+#            [--gateway | --public] [--budget=AMOUNT] [--github=OWNER/REPO | --deploy-only]
+#        ./deploy.sh --reopen [--project=ID] [--dry-run]
 #
 #   --project=ID  the Google Cloud project (else GOOGLE_CLOUD_PROJECT, else gcloud's config)
 #   --dry-run     print every gcloud command, one per line after "+", grouped as those that only
 #                 read and those that create or change, and run none of them, not even the
 #                 read-only ones: the plan assumes nothing exists yet. Needs only a project (gcloud's
 #                 configured one will do) and ALLOWED_ORIGINS, not a login.
-#   --gateway     also put API Gateway in front of the function, described by openapi.yaml
+#   --gateway     put API Gateway in front of the function, described by openapi.yaml, as the
+#                 only way in: the function is private (allUsers, if an earlier deploy let them
+#                 in, is removed), and the gateway calls it as an account of its own that may
+#                 only invoke it. Paste the gateway's URL into the page.
+#   --public      make the function's own URL public again after a --gateway deploy (without
+#                 it such a deploy is refused); the gateway stays, as a second way in
 #   --smoke       after deploying, call the live URL with scripts/smoke.sh
 #   --budget=AMOUNT
 #                 also a monthly billing budget of AMOUNT (e.g. 5 or 10.50, in the billing
 #                 account's currency) on this project's spend, which emails the billing account's
-#                 administrators at 50 %, 90 % and 100 % of it. A budget alerts; it does not stop
-#                 spending. Created once, found again by its name "Visit counter (PROJECT)".
-#                 Without a billing account linked to the project it says so and goes on.
+#                 administrators at 50 %, 90 % and 100 % of it, and a guard that stops the bill:
+#                 the budget publishes to a Pub/Sub topic, and the guard function (guard/) takes
+#                 the counter off the internet once the month's cost reaches CLOSE_AT of the
+#                 budget (it removes allUsers, and the gateway's account, from the invokers of
+#                 the counter's Cloud Run service). Found again by name: the budget
+#                 "Visit counter (PROJECT)", the topic, the guard's account and role. Without a
+#                 billing account linked to the project it says so and goes on.
+#   --reopen      let visitors in again after the guard closed the counter, and change nothing
+#                 else: allUsers may invoke the function again, or where a run had --gateway
+#                 (its account exists), the gateway's account may. While the month's cost is
+#                 past CLOSE_AT of the budget, the guard closes it again: raise the budget first.
 #   --github=OWNER/REPO
 #                 also let GitHub Actions in that repository deploy, without a key: a workload
 #                 identity pool and OIDC provider that admit only pushes to its main branch, and
@@ -46,6 +60,15 @@
 #   DATASTORE_DATABASE    the Firestore database, in Datastore mode [(default)]
 #   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
 #   GATEWAY_ID, API_ID    names for --gateway [FUNCTION_NAME-gateway, FUNCTION_NAME]
+#   GATEWAY_ACCOUNT_NAME  the service account the gateway calls the function as, for --gateway
+#                         [visit-counter-gateway]
+#   CLOSE_AT              for --budget: the guard closes the counter when the month's cost
+#                         reaches this fraction of the budget, e.g. 0.9 [1.0]
+#   GUARD_NAME, BUDGET_TOPIC  the guard function and its Pub/Sub topic, for --budget
+#                         [FUNCTION_NAME-guard, FUNCTION_NAME-budget]
+#   GUARD_ACCOUNT_NAME, GUARD_ROLE_ID  the guard's service account, and its custom role of
+#                         this project, bound on the counter's service only
+#                         [visit-counter-guard, visitCounterGuard]
 #   WIF_POOL, WIF_PROVIDER  the workload identity pool and provider for --github
 #                         [github, visit-counter]
 #   DEPLOYER_NAME         the service account GitHub Actions deploys as, for --github
@@ -55,8 +78,10 @@
 #
 # It enables the APIs it needs, creates the Datastore-mode database, its TTL policies and the
 # function's service account if missing, grants that account roles/datastore.user, deploys.
-# Safe to run again: it creates only what is missing, and deploys a new revision. In GitHub
-# Actions ($GITHUB_OUTPUT set) it also hands the URL to later steps as the step output `url`.
+# Safe to run again: it creates only what is missing, and deploys a new revision. Who may call
+# an existing function changes only when asked (--gateway, --public, --reopen): a counter the
+# budget guard closed stays closed, and the deploy says so. In GitHub Actions ($GITHUB_OUTPUT
+# set) it also hands the URL to later steps as the step output `url`.
 # Needs python3 (3.9 or later), even for --dry-run: it reads the function's settings with it.
 #
 # The function's own settings come from counter/config.py (README: Configuration), and --help
@@ -99,6 +124,18 @@ GATEWAY_ID=${GATEWAY_ID:-$FUNCTION_NAME-gateway}
 WIF_POOL=${WIF_POOL:-github}
 WIF_PROVIDER=${WIF_PROVIDER:-visit-counter}
 DEPLOYER_NAME=${DEPLOYER_NAME:-visit-counter-deployer}
+GATEWAY_ACCOUNT_NAME=${GATEWAY_ACCOUNT_NAME:-visit-counter-gateway}
+CLOSE_AT=${CLOSE_AT:-1.0}
+GUARD_NAME=${GUARD_NAME:-$FUNCTION_NAME-guard}
+BUDGET_TOPIC=${BUDGET_TOPIC:-$FUNCTION_NAME-budget}
+GUARD_ACCOUNT_NAME=${GUARD_ACCOUNT_NAME:-visit-counter-guard}
+GUARD_ROLE_ID=${GUARD_ROLE_ID:-visitCounterGuard}
+# All the guard's role may do, on the one service it is bound on: read it and its IAM policy,
+# and write that policy (guard/main.py removes members from the invoker binding).
+GUARD_PERMISSIONS=(run.services.get run.services.getIamPolicy run.services.setIamPolicy)
+# Who may call the function, as IAM members: the public, or (--gateway) the gateway alone.
+PUBLIC_MEMBER=allUsers
+INVOKER_ROLE=roles/run.invoker
 # Where GitHub's OIDC tokens come from, and the one branch whose pushes may deploy.
 GITHUB_ISSUER=https://token.actions.githubusercontent.com
 GITHUB_DEPLOY_REF=refs/heads/main
@@ -116,6 +153,13 @@ DRY_RUN=0
 PLAN_READS=()
 PLAN_CREATES=()
 GATEWAY=0
+PUBLIC=0
+REOPEN=0
+# What choose_access decides; --deploy-only leaves them so: no access flag, nothing admitted.
+ACCESS_FLAG=()
+ADMIT_GATEWAY=0
+CLOSED_NOTE=""
+BUDGET_ID="" # the budget the guard hears, once ensure_budget found or made it
 SMOKE=0
 DEPLOY_ONLY=0
 GITHUB_REPO=""
@@ -129,8 +173,16 @@ main() {
     read_function_settings
     check_prerequisites
     local sa_email="$SERVICE_ACCOUNT_NAME@$PROJECT.iam.gserviceaccount.com"
+    # The gateway's account as an IAM member: with --gateway, the function's one invoker. The
+    # guard and --reopen need it whether or not this run has --gateway.
+    GATEWAY_MEMBER="serviceAccount:$GATEWAY_ACCOUNT_NAME@$PROJECT.iam.gserviceaccount.com"
     if ((DRY_RUN)); then
         say "Dry run: nothing is run; the plan assumes nothing exists yet in project $PROJECT."
+    fi
+    if ((REOPEN)); then
+        reopen
+        print_plan
+        return
     fi
 
     if ((DEPLOY_ONLY)); then
@@ -145,7 +197,9 @@ main() {
             apis+=(sts iamcredentials cloudresourcemanager)
         fi
         if [[ -n $BUDGET ]]; then
-            apis+=(cloudbilling billingbudgets)
+            # The budget publishes to Pub/Sub, and Eventarc delivers that to the guard (a
+            # function like the counter, so run and cloudbuild too, enabled above).
+            apis+=(cloudbilling billingbudgets pubsub eventarc)
         fi
         run gcloud services enable "${apis[@]/%/.googleapis.com}" --project="$PROJECT"
 
@@ -161,6 +215,13 @@ main() {
         if [[ -n $GITHUB_REPO ]]; then
             setup_github "$sa_email"
         fi
+        # Before the function's access changes, as it may refuse the run (going back from
+        # --gateway without --public): what ran so far finds everything there already.
+        choose_access
+        if ((GATEWAY)); then
+            ensure_service_account "$GATEWAY_ACCOUNT_NAME" "Gateway of $FUNCTION_NAME" \
+                "API Gateway calls the $FUNCTION_NAME function as this account; it may only invoke it"
+        fi
     fi
 
     local deploy=(gcloud functions deploy "$FUNCTION_NAME" --gen2 --runtime="$RUNTIME"
@@ -169,28 +230,38 @@ main() {
         --min-instances="$MIN_INSTANCES" --cpu="$CPU" --memory="$MEMORY"
         --concurrency="$CONCURRENCY" --set-env-vars="$(function_env)"
         --project="$PROJECT" --quiet)
-    if ((!DEPLOY_ONLY)); then
-        # Left out, an existing function keeps its access: setting it needs
-        # run.services.setIamPolicy, which --deploy-only's deployer does not have.
-        deploy+=(--allow-unauthenticated)
-    fi
+    # None for --deploy-only (its deployer may not set IAM policies) or for an existing function
+    # whose access stays: gcloud then leaves who may call it as it is.
+    deploy+=(${ACCESS_FLAG[@]+"${ACCESS_FLAG[@]}"})
     run "${deploy[@]}"
-    local url="https://FUNCTION_URL" # what the dry run shows in place of the real one
+    # What the dry run shows in place of the real ones; a 2nd gen function's Cloud Run service
+    # is named after it.
+    local url="https://FUNCTION_URL"
+    local service="projects/$PROJECT/locations/$REGION/services/$FUNCTION_NAME"
     if read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
-        --project="$PROJECT" --format="value(serviceConfig.uri)"; then
-        url=$VALUE
-    elif ((!DRY_RUN)); then
+        --project="$PROJECT" --format="value(serviceConfig.uri,serviceConfig.service)"; then
+        url=${VALUE%%$'\t'*} service=${VALUE#*$'\t'}
+    fi
+    if [[ -z $url || $VALUE != *$'\t'projects/* ]] && ((!DRY_RUN)); then
         die "function $FUNCTION_NAME was deployed but has no URL yet; run the script again"
     fi
 
     local endpoint="${url%/}/" # as web/counter.js documents it
     if ((GATEWAY)); then
-        deploy_gateway "$url" "$sa_email"
+        if ((ADMIT_GATEWAY)); then
+            # The gateway's account may invoke this one service, and nothing else.
+            admit "$service" "$GATEWAY_MEMBER" "$INVOKER_ROLE"
+        fi
+        deploy_gateway "$url" "${GATEWAY_MEMBER#serviceAccount:}"
         endpoint=$GATEWAY_URL
     fi
     if [[ -n $BUDGET ]]; then
-        # After the deploy: a refusal here must not keep the counter from being deployed.
+        # After the deploy: a refusal here must not keep the counter from being deployed. Not
+        # `if ensure_budget`: bash ignores set -e inside a function called as a condition.
         ensure_budget
+        if [[ -n $BUDGET_ID ]]; then
+            deploy_guard "$service"
+        fi
     fi
     if ((SMOKE)); then
         run scripts/smoke.sh --origin="$(first_origin)" "$endpoint"
@@ -201,6 +272,10 @@ main() {
     print_plan
     if [[ -n $GITHUB_REPO ]]; then
         print_github_variables
+    fi
+    if [[ -n $CLOSED_NOTE ]]; then
+        say ""
+        say "$CLOSED_NOTE"
     fi
     # Last, so that what to paste into the page is what a newcomer sees at the end.
     print_summary "$url" "$endpoint"
@@ -233,6 +308,8 @@ parse_args() {
             ;;
         --dry-run) DRY_RUN=1 ;;
         --gateway) GATEWAY=1 ;;
+        --public) PUBLIC=1 ;;
+        --reopen) REOPEN=1 ;;
         --smoke) SMOKE=1 ;;
         --github=*) GITHUB_REPO=${1#--github=} && check_github_repo ;;
         --github)
@@ -255,6 +332,19 @@ parse_args() {
     fi
     if ((DEPLOY_ONLY)) && [[ -n $BUDGET ]]; then
         die "--deploy-only changes nothing but the function; set the budget with a full run: ./deploy.sh --budget=$BUDGET"
+    fi
+    if ((DEPLOY_ONLY && (GATEWAY || PUBLIC))); then
+        die "--deploy-only changes nothing but the function and keeps who may call it; change the way in with a full run (the same flags without --deploy-only)"
+    fi
+    if ((GATEWAY && PUBLIC)); then
+        die "--gateway makes the gateway the only way in, and --public opens the function's own URL to everyone: use one"
+    fi
+    if ((REOPEN)) && [[ $GATEWAY$PUBLIC$SMOKE$DEPLOY_ONLY != 0000 || -n $GITHUB_REPO$BUDGET ]]; then
+        die "--reopen only lets visitors in again and deploys nothing: use it alone (--project and --dry-run may come with it)"
+    fi
+    if [[ -n $BUDGET ]]; then
+        [[ $CLOSE_AT =~ ^[0-9]+([.][0-9]+)?$ && $CLOSE_AT =~ [1-9] ]] ||
+            die "CLOSE_AT needs a fraction of the budget above zero, e.g. CLOSE_AT=0.9 or CLOSE_AT=1 (got '$CLOSE_AT')"
     fi
 }
 
@@ -331,6 +421,8 @@ check_prerequisites() {
     fi
     [[ -n $PROJECT ]] ||
         die "no project; set GOOGLE_CLOUD_PROJECT=your-project, pass --project=your-project or run: gcloud config set project your-project"
+    # --reopen changes nothing of the function; what follows is checked for a deploy only.
+    ((!REOPEN)) || return 0
     [[ -n ${ALLOWED_ORIGINS:-} ]] ||
         die "ALLOWED_ORIGINS is not set; set it to the site that shows the counter, e.g. ALLOWED_ORIGINS=https://me.example ./deploy.sh"
     local origins origin
@@ -397,6 +489,71 @@ require_function() {
     if ! read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
         --project="$PROJECT" --format="value(name)" && ((!DRY_RUN)); then
         die "function $FUNCTION_NAME does not exist in $REGION of project $PROJECT, and --deploy-only only updates it: run ./deploy.sh once without --deploy-only first"
+    fi
+}
+
+# Who may call the function after this deploy: ACCESS_FLAG for `functions deploy`, and with
+# --gateway whether to let the gateway's account in (ADMIT_GATEWAY). A new function gets the
+# way in asked for. An existing one keeps its invokers unless a flag changes them, so a counter
+# the budget guard closed stays closed, and CLOSED_NOTE says so: `functions deploy
+# --allow-unauthenticated` on it would put allUsers back, silently undoing the guard.
+choose_access() {
+    ACCESS_FLAG=() ADMIT_GATEWAY=0 CLOSED_NOTE=""
+    local exists=0 invokers=" "
+    if read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
+        --project="$PROJECT" --format="value(serviceConfig.service)" && [[ -n $VALUE ]]; then
+        exists=1
+        if read_value gcloud run services get-iam-policy "${VALUE##*/}" --region="$REGION" \
+            --project="$PROJECT" --flatten="bindings[].members" \
+            --filter="bindings.role=$INVOKER_ROLE" --format="value(bindings.members)"; then
+            invokers=" ${VALUE//$'\n'/ } "
+        fi
+    fi
+    local reopen="This deploy kept it closed; to let visitors in again: ./deploy.sh --reopen"
+    if ((GATEWAY)); then
+        # gcloud takes allUsers out of an existing function's invoker binding for this flag
+        # (command_lib/functions/v2/deploy/command.py), and a new one never has it.
+        ACCESS_FLAG=(--no-allow-unauthenticated)
+        if ((!exists)) || [[ $invokers == *" $PUBLIC_MEMBER "* ]]; then
+            ADMIT_GATEWAY=1 # new, or public until now
+        elif [[ $invokers != *" $GATEWAY_MEMBER "* ]]; then
+            CLOSED_NOTE="The counter is closed: the gateway may not call the function (its account is not an invoker), as the budget guard leaves it once the budget is spent. $reopen"
+        fi
+    elif ((PUBLIC || !exists)); then
+        ACCESS_FLAG=(--allow-unauthenticated)
+    elif [[ $invokers == *" $GATEWAY_MEMBER "* && $invokers != *" $PUBLIC_MEMBER "* ]]; then
+        die "function $FUNCTION_NAME is private behind its gateway (an earlier run had --gateway), and this run has no --gateway; left as it is. Run with --gateway to keep it so, or with --public to open the function's own URL to everyone too"
+    elif [[ $invokers != *" $PUBLIC_MEMBER "* ]]; then
+        CLOSED_NOTE="The counter is closed: no visitor may call the function (allUsers is not an invoker), as the budget guard leaves it once the budget is spent. $reopen"
+    fi
+}
+
+# Let a member have a role on the counter's Cloud Run service: a binding on that one service,
+# never on the project. Retried, as a new service account takes a few seconds to be seen.
+admit() {
+    local service=$1 member=$2 role=$3
+    with_retries run gcloud run services add-iam-policy-binding "${service##*/}" \
+        --region="$REGION" --member="$member" --role="$role" --project="$PROJECT" --format=none
+}
+
+# --reopen: let visitors in again after the guard closed the counter, and change nothing else.
+# With a gateway, that way in is the gateway's account; the function's own URL stays private.
+reopen() {
+    if ! read_value gcloud functions describe "$FUNCTION_NAME" --v2 --region="$REGION" \
+        --project="$PROJECT" --format="value(name)" && ((!DRY_RUN)); then
+        die "function $FUNCTION_NAME does not exist in $REGION of project $PROJECT, so there is nothing to reopen; deploy it first: ALLOWED_ORIGINS=https://your.site ./deploy.sh"
+    fi
+    # The gateway's account exists once a run had --gateway (asking API Gateway itself would
+    # fail where its API was never enabled).
+    local member=$PUBLIC_MEMBER way="its own URL"
+    if read_value gcloud iam service-accounts describe "${GATEWAY_MEMBER#serviceAccount:}" \
+        --project="$PROJECT" --format="value(email)"; then
+        member=$GATEWAY_MEMBER way="the gateway $GATEWAY_ID"
+    fi
+    run gcloud functions add-invoker-policy-binding "$FUNCTION_NAME" --region="$REGION" \
+        --member="$member" --project="$PROJECT" --format=none
+    if ((!DRY_RUN)); then
+        say "Reopened: visitors may call $FUNCTION_NAME again, through $way. While this month's cost is past CLOSE_AT of the budget, the guard closes it again at its next notification (several a day): raise the budget first."
     fi
 }
 
@@ -467,7 +624,9 @@ ensure_provider() {
 }
 
 # A monthly budget on this project's spend, alerting the billing account's administrators by
-# email at each threshold. Found again by its display name, so a second run creates none.
+# email at each threshold, and publishing to the guard's topic (created here) as well. Found
+# again by its display name, so a second run creates none; one without the topic gets it. Sets
+# BUDGET_ID, the budget the guard is to hear, or leaves it empty when there is none.
 ensure_budget() {
     local enabled="" account="billingAccounts/BILLING_ACCOUNT_ID" currency=CURRENCY
     if read_value gcloud billing projects describe "$PROJECT" \
@@ -483,21 +642,94 @@ ensure_budget() {
     if read_value gcloud billing accounts describe "$id" --format="value(currencyCode)"; then
         currency=$VALUE
     fi
-    if read_value gcloud billing budgets list --billing-account="$id" \
-        --filter="displayName=\"$name\"" --format="value(name)" && [[ -n $VALUE ]]; then
-        say "Budget \"$name\" exists already ($VALUE); left as it is."
+    # The topic the guard listens on; Google wants it to exist before a budget names it.
+    local topic="projects/$PROJECT/topics/$BUDGET_TOPIC"
+    if ! read_value gcloud pubsub topics describe "$BUDGET_TOPIC" --project="$PROJECT" \
+        --format="value(name)"; then
+        run gcloud pubsub topics create "$BUDGET_TOPIC" --project="$PROJECT" --format=none
+    fi
+    local list=(gcloud billing budgets list --billing-account="$id"
+        --filter="displayName=\"$name\"" --format="value(name,notificationsRule.pubsubTopic)")
+    if read_value "${list[@]}" && [[ -n $VALUE ]]; then
+        local budget=${VALUE%%$'\t'*} current=${VALUE#*$'\t'}
+        if [[ $current == "$topic" ]]; then
+            say "Budget \"$name\" exists already ($budget); left as it is."
+        elif [[ -z $current ]]; then
+            # Its emails stay as they are; only the rule's topic is added.
+            run gcloud billing budgets update "$budget" --notifications-rule-pubsub-topic="$topic" \
+                --format=none
+            say "Budget \"$name\" exists already ($budget); it now also notifies the guard, through $topic."
+        else
+            say "No guard: budget \"$name\" ($budget) publishes to another topic, $current, left as it is. For the guard to hear it: $(quote gcloud billing budgets update "$budget" --notifications-rule-pubsub-topic="$topic")"
+            return
+        fi
+        BUDGET_ID=${budget##*/}
         return
     fi
     local thresholds=() threshold
     for threshold in "${BUDGET_THRESHOLDS[@]}"; do
         thresholds+=(--threshold-rule="percent=$threshold")
     done
+    # The emails as before (the rule keeps the default recipients), and the topic as well.
     run gcloud billing budgets create --billing-account="$id" --display-name="$name" \
         --budget-amount="$BUDGET$currency" --filter-projects="projects/$PROJECT" \
-        "${thresholds[@]}" --format=none
-    if ((!DRY_RUN)); then
-        say "Budget \"$name\": $BUDGET $currency a month; the billing account's administrators get an email at 50 %, 90 % and 100 %."
+        "${thresholds[@]}" --notifications-rule-pubsub-topic="$topic" --format=none
+    BUDGET_ID=BUDGET_ID # what the dry run shows in place of the new budget's id
+    if read_value "${list[@]}"; then
+        BUDGET_ID=${VALUE%%$'\t'*} && BUDGET_ID=${BUDGET_ID##*/}
     fi
+    if ((!DRY_RUN)); then
+        say "Budget \"$name\": $BUDGET $currency a month; the billing account's administrators get an email at 50 %, 90 % and 100 %, and the guard closes the counter at $CLOSE_AT of it."
+    fi
+}
+
+# The guard (guard/): a function on the budget's topic that takes the counter off the internet
+# once the month's cost reaches CLOSE_AT of the budget, by taking the public and the gateway out
+# of the invokers of the counter's Cloud Run service. It runs as an account of its own, whose
+# one role there is a custom one of GUARD_PERMISSIONS, bound on that service alone.
+deploy_guard() {
+    local service=$1 guard_sa="$GUARD_ACCOUNT_NAME@$PROJECT.iam.gserviceaccount.com"
+    ensure_service_account "$GUARD_ACCOUNT_NAME" "Budget guard of $FUNCTION_NAME" \
+        "Runs the $GUARD_NAME function; may change who may call $FUNCTION_NAME, nothing else"
+    ensure_guard_role
+    admit "$service" "serviceAccount:$guard_sa" "projects/$PROJECT/roles/$GUARD_ROLE_ID"
+    # CLOSE_MEMBERS: both ways in, whichever this deploy opened; one that is not an invoker is
+    # skipped. The members hold a comma, hence the ^;^ delimiter (gcloud topic escaping).
+    local env="^;^COUNTER_SERVICE=$service;BUDGET_ID=$BUDGET_ID;CLOSE_AT=$CLOSE_AT"
+    env+=";CLOSE_MEMBERS=$PUBLIC_MEMBER,$GATEWAY_MEMBER"
+    # --retry: a close that fails (a policy changed meanwhile, Run briefly unavailable) is tried
+    # again; the v2 API's triggers drop a failed event otherwise. One instance is plenty.
+    run gcloud functions deploy "$GUARD_NAME" --gen2 --runtime="$RUNTIME" --region="$REGION" \
+        --source=guard --entry-point=guard --trigger-topic="$BUDGET_TOPIC" \
+        --service-account="$guard_sa" --trigger-service-account="$guard_sa" --retry \
+        --max-instances=1 --memory=256Mi --set-env-vars="$env" --no-allow-unauthenticated \
+        --project="$PROJECT" --quiet
+    # The trigger delivers events as the guard's account, which must be let in to the guard.
+    run gcloud functions add-invoker-policy-binding "$GUARD_NAME" --region="$REGION" \
+        --member="serviceAccount:$guard_sa" --project="$PROJECT" --format=none
+}
+
+# The guard's custom role: GUARD_PERMISSIONS and nothing more. A deleted role keeps its id for
+# weeks, so it is brought back; one whose permissions were changed is set back.
+ensure_guard_role() {
+    local permissions
+    permissions=$(IFS=,; printf '%s' "${GUARD_PERMISSIONS[*]}")
+    if read_value gcloud iam roles describe "$GUARD_ROLE_ID" --project="$PROJECT" \
+        --format="value(deleted,includedPermissions.join(','))"; then
+        local deleted=${VALUE%%$'\t'*} current=${VALUE#*$'\t'}
+        if [[ $deleted == True ]]; then
+            run gcloud iam roles undelete "$GUARD_ROLE_ID" --project="$PROJECT" --format=none
+        fi
+        if [[ $current != "$permissions" ]]; then
+            run gcloud iam roles update "$GUARD_ROLE_ID" --project="$PROJECT" \
+                --permissions="$permissions" --format=none
+        fi
+        return
+    fi
+    run gcloud iam roles create "$GUARD_ROLE_ID" --project="$PROJECT" \
+        --title="Visit counter guard" \
+        --description="Lets a visit counter's budget guard change who may call the counter, bound on its Cloud Run service alone" \
+        --permissions="$permissions" --stage=GA --format=none
 }
 
 # The function's environment, in gcloud's ^DELIM^ syntax; settings left unset stay unset.
@@ -518,9 +750,8 @@ function_env() {
     printf '^%s^%s' "$ENV_DELIMITER" "${pairs[*]}"
 }
 
-# API Gateway in front of the function. The function stays public, so the gateway adds a stable
-# host and room for API keys or quotas; to make the gateway the only way in, deploy with
-# --no-allow-unauthenticated and grant the account roles/run.invoker on the function.
+# API Gateway in front of the function, as the only way in: the function is private, and the
+# gateway calls it with an ID token of its own account (sa_email), which may only invoke it.
 deploy_gateway() {
     local url=$1 sa_email=$2 config_id
     config_id="$FUNCTION_NAME-$(date -u +%Y%m%d-%H%M%S)" # a config is immutable: one per run
@@ -556,6 +787,7 @@ print_summary() {
     say "Function URL: $url"
     if [[ $endpoint != "${url%/}/" ]]; then
         say "Gateway URL:  $endpoint"
+        say "  The gateway is the way in: the function's own URL now refuses visitors (403)."
     fi
     say ""
     say "Count a visit (-A: curl's own user agent is a bot's, and bots are not counted):"

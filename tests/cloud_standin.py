@@ -66,11 +66,20 @@ RUNTIMES = ("python310", "python311", "python312", "python313")
 # The signed URL that generateUploadUrl hands out is on Cloud Storage.
 UPLOAD_HOST = "storage.googleapis.com"
 OWNER = "user:owner@example.com"
+# The service agents that enabling an API grants a role on the project, as Google does; gcloud
+# checks Pub/Sub's before deploying a function on a topic.
+PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+SERVICE_AGENTS = {"pubsub.googleapis.com": (PUBSUB_AGENT, "roles/pubsub.serviceAgent")}
 # APIs without an api_endpoint_overrides property in gcloud: reached by https through the proxy.
 TLS_ONLY = frozenset({"billingbudgets"})
 # The billing account a new project is linked to; its currency is not gcloud's default (USD).
 BILLING_ACCOUNT = "billingAccounts/01A2B3-C4D5E6-F7A8B9"
 BILLING_CURRENCY = "EUR"
+# What a project's custom role may hold of Cloud Run's permissions on services.
+RUN_SERVICE_PERMISSIONS = tuple(
+    f"run.services.{verb}"
+    for verb in ("create", "delete", "get", "getIamPolicy", "list", "setIamPolicy", "update")
+)
 
 
 @dataclass
@@ -313,6 +322,34 @@ class StandIn:
         self.store("iam", name, {"name": name, "email": email, "projectId": self.project})
         return email
 
+    def add_role(self, role_id: str, permissions: list[str], *, deleted: bool = False) -> str:
+        """A custom role of the project made before deploy.sh runs, or deleted since; its name."""
+        name = f"projects/{self.project}/roles/{role_id}"
+        role = {"name": name, "includedPermissions": permissions, "etag": "BwYAAAAAAAA="}
+        if deleted:
+            role["deleted"] = True
+        self.store("iam", name, role)
+        return name
+
+    def members(self, api: str, name: str, role: str) -> list[str]:
+        """Who has a role on a resource, by its IAM policy."""
+        bindings = self.policy(api, name).get("bindings", [])
+        return [
+            member
+            for binding in bindings
+            if binding["role"] == role
+            for member in binding["members"]
+        ]
+
+    def remove_member(self, api: str, name: str, role: str, member: str) -> None:
+        """Take a member out of a role on a resource, as someone else (the guard) would."""
+        policy = self.policies[api][name]
+        for binding in policy["bindings"]:
+            if binding["role"] == role and member in binding["members"]:
+                binding["members"].remove(member)
+        policy["bindings"] = [binding for binding in policy["bindings"] if binding["members"]]
+        policy["etag"] = base64.b64encode(f"etag-{self.new_id()}".encode()).decode()
+
     # --- for the answers ---
 
     def new_id(self) -> str:
@@ -501,12 +538,25 @@ def batch_enable(standin: StandIn, call: Call) -> Reply:
         )
         for service_id in call.body["serviceIds"]
     ]
+    for service_id in call.body["serviceIds"]:
+        if service_id in SERVICE_AGENTS:
+            grant_service_agent(standin, *SERVICE_AGENTS[service_id])
     response = {
         "@type": type_url("google.api.serviceusage.v1.BatchEnableServicesResponse"),
         "services": enabled,
     }
     name = f"operations/acat.p2-{PROJECT_NUMBER}-{standin.new_id()}"
     return Reply(HTTPStatus.OK, standin.done_operation("serviceusage", name, response))
+
+
+def grant_service_agent(standin: StandIn, member: str, role: str) -> None:
+    """What Google does as an API is enabled: its service agent gets its role on the project."""
+    policy = standin.policies["cloudresourcemanager"][f"projects/{standin.project}"]
+    binding = next((b for b in policy["bindings"] if b["role"] == role), None)
+    if binding is None:
+        policy["bindings"].append({"role": role, "members": [member]})
+    elif member not in binding["members"]:
+        binding["members"].append(member)
 
 
 def get_service(standin: StandIn, call: Call) -> Reply:
@@ -743,6 +793,11 @@ def deployed_function(standin: StandIn, name: str, sent: dict) -> dict:
     )
     service_name = f"projects/{project}/locations/{location}/services/{function_id}"
     standin.store("run", service_name, {"metadata": {"name": function_id}})
+    if "eventTrigger" in function:
+        # An event function: Cloud Functions makes the Eventarc trigger that pushes to it.
+        function["eventTrigger"].setdefault(
+            "trigger", f"projects/{project}/locations/{location}/triggers/{function_id}-000001"
+        )
     function.setdefault("serviceConfig", {}).update(
         service=service_name,
         uri=standin.function_url,
@@ -800,9 +855,106 @@ def create_budget(standin: StandIn, call: Call) -> Reply:
             "INVALID_ARGUMENT",
             "Budget currency code must match the currency code of the billing account.",
         )
+    check_notifications_rule(standin, call.body)
     name = f"{account['name']}/budgets/{standin.new_id()}"
     budget = {**call.body, "name": name, "etag": standin.new_id()}
     return Reply(HTTPStatus.OK, standin.create("billingbudgets", name, budget))
+
+
+def get_budget(standin: StandIn, call: Call) -> Reply:
+    """budgets.get, which `budgets update` reads first; under an account the caller can see."""
+    billing_account_of(standin, call)
+    return get_resource(standin, call)
+
+
+def patch_budget(standin: StandIn, call: Call) -> Reply:
+    """budgets.patch: the fields in updateMask take the values sent, the rest stay."""
+    billing_account_of(standin, call)
+    name = resource_name(call)
+    current = standin.resource("billingbudgets", name)
+    if current is None:
+        raise not_found(name)
+    updated = {**copy.deepcopy(current), "etag": standin.new_id()}
+    replace_fields(updated, call.body, call.query["updateMask"])
+    rule = updated.get("notificationsRule", {})
+    if rule.get("pubsubTopic"):
+        # `budgets update --notifications-rule-pubsub-topic` sends schemaVersion 1.0 but masks
+        # only the topic; taken here as the API's default, the one schema there is (an
+        # assumption: Google does not document this case).
+        rule.setdefault("schemaVersion", "1.0")
+    check_notifications_rule(standin, updated)
+    return Reply(HTTPStatus.OK, standin.store("billingbudgets", name, updated))
+
+
+def check_notifications_rule(standin: StandIn, budget: dict) -> None:
+    """A budget's Pub/Sub topic must exist before the budget names it, and its notifications'
+    schema be given, "1.0" the only one (the API's NotificationsRule)."""
+    rule = budget.get("notificationsRule", {})
+    topic = rule.get("pubsubTopic")
+    if not topic:
+        return
+    if rule.get("schemaVersion") != "1.0":
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", "schemaVersion must be 1.0 with a topic"
+        )
+    if standin.resource("pubsub", topic) is None:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", f"Topic {topic} does not exist")
+
+
+# --- pubsub: the topic a budget publishes its notifications to ---
+
+
+def create_topic(standin: StandIn, call: Call) -> Reply:
+    """topics.create, a PUT of the topic's own name: a name that is taken is ALREADY_EXISTS."""
+    name = resource_name(call)
+    return Reply(HTTPStatus.OK, standin.create("pubsub", name, {**(call.body or {}), "name": name}))
+
+
+# --- iam: the guard's custom role ---
+
+
+def create_role(standin: StandIn, call: Call) -> Reply:
+    """roles.create: the role as sent under projects/P/roles/ID. The id of a deleted role stays
+    taken (until Google purges it), so creating it again is ALREADY_EXISTS."""
+    name = f"{resource_name(call)}/{call.body['roleId']}"
+    role = {**call.body.get("role", {}), "name": name, "etag": "BwYAAAAAAAA="}
+    return Reply(HTTPStatus.OK, standin.create("iam", name, role))
+
+
+def testable_permissions(standin: StandIn, call: Call) -> Reply:
+    """permissions.queryTestablePermissions, which `roles create` checks a role's permissions
+    against: the Cloud Run service permissions, each one a custom role may hold."""
+    project = f"//cloudresourcemanager.googleapis.com/projects/{standin.project}"
+    if call.body.get("fullResourceName") != project:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", "unsupported resource")
+    permissions = [
+        {"name": name, "stage": "GA", "customRolesSupportLevel": "SUPPORTED"}
+        for name in RUN_SERVICE_PERMISSIONS
+    ]
+    return Reply(HTTPStatus.OK, {"permissions": permissions})
+
+
+def patch_role(standin: StandIn, call: Call) -> Reply:
+    """roles.patch: the fields in updateMask take the values sent."""
+    name = resource_name(call)
+    current = standin.resource("iam", name)
+    if current is None:
+        raise not_found(name)
+    updated = copy.deepcopy(current)
+    replace_fields(updated, call.body, call.query.get("updateMask") or ",".join(call.body))
+    return Reply(HTTPStatus.OK, standin.store("iam", name, updated))
+
+
+def undelete_role(standin: StandIn, call: Call) -> Reply:
+    """roles.undelete: a deleted role is back, with the permissions it had."""
+    name = resource_name(call).rsplit(":", 1)[0]
+    found = standin.resource("iam", name)
+    if found is None:
+        raise not_found(name)
+    if not found.get("deleted"):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "FAILED_PRECONDITION", f"{name} is not deleted")
+    found.pop("deleted")
+    return Reply(HTTPStatus.OK, found)
 
 
 LOCATION = "projects/{projectsId}/locations/{locationsId}"
@@ -812,6 +964,8 @@ FIELD = f"{DATABASE}/collectionGroups/{{collectionGroupsId}}/fields"
 ACCOUNT = "projects/{projectsId}/serviceAccounts/{serviceAccountsId}"
 POOL = f"{LOCATION}/workloadIdentityPools/{{workloadIdentityPoolsId}}"
 PROVIDER = f"{POOL}/providers/{{providersId}}"
+ROLE = "projects/{projectsId}/roles/{rolesId}"
+TOPIC = "projects/{projectsId}/topics/{topicsId}"
 
 ROUTES: dict[str, list[Route]] = {
     "oauth2": [Route("oauth2.token", "POST", "token", issue_token)],
@@ -940,6 +1094,16 @@ ROUTES: dict[str, list[Route]] = {
             f"v1/{PROVIDER}/operations/{{operationsId}}",
             get_operation,
         ),
+        Route(
+            "iam.permissions.queryTestablePermissions",
+            "POST",
+            "v1/permissions:queryTestablePermissions",
+            testable_permissions,
+        ),
+        Route("iam.projects.roles.get", "GET", f"v1/{ROLE}", get_resource),
+        Route("iam.projects.roles.create", "POST", "v1/projects/{projectsId}/roles", create_role),
+        Route("iam.projects.roles.patch", "PATCH", f"v1/{ROLE}", patch_role),
+        Route("iam.projects.roles.undelete", "POST", f"v1/{ROLE}:undelete", undelete_role),
     ],
     "cloudbuild": [
         Route(
@@ -1011,6 +1175,22 @@ ROUTES: dict[str, list[Route]] = {
             "v1/billingAccounts/{billingAccountsId}/budgets",
             create_budget,
         ),
+        Route(
+            "billingbudgets.billingAccounts.budgets.get",
+            "GET",
+            "v1/billingAccounts/{billingAccountsId}/budgets/{budgetsId}",
+            get_budget,
+        ),
+        Route(
+            "billingbudgets.billingAccounts.budgets.patch",
+            "PATCH",
+            "v1/billingAccounts/{billingAccountsId}/budgets/{budgetsId}",
+            patch_budget,
+        ),
+    ],
+    "pubsub": [
+        Route("pubsub.projects.topics.get", "GET", f"v1/{TOPIC}", get_resource),
+        Route("pubsub.projects.topics.create", "PUT", f"v1/{TOPIC}", create_topic),
     ],
     # A 2nd gen function is served by a Cloud Run service; its invoker policy lives there.
     "run": [

@@ -31,12 +31,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import throwaway_ca
 from cloud_standin import ROUTES, TLS_ONLY, Call, StandIn
 from google_standin import write_service_account_key
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
 GCLOUD = shutil.which("gcloud")
 SYSTEM_PATH = os.environ["PATH"]
 TOKEN_URI = "http://oauth2.googleapis.com/token"
@@ -115,6 +119,28 @@ class Run:
     def requests(self, method_id: str) -> list[Call]:
         """The requests of one API method, e.g. "iam.projects.serviceAccounts.create"."""
         return [call for call in self.calls if call.method_id == method_id]
+
+    def function_requests(self, verb: str, function_id: str) -> list[Call]:
+        """The create or patch requests of one function: the counter, or the budget's guard."""
+        return [
+            call
+            for call in self.requests(f"cloudfunctions.projects.locations.functions.{verb}")
+            if call.query.get("functionId") == function_id
+            or call.path.endswith(f"/functions/{function_id}")
+        ]
+
+    def seen(self) -> list[tuple[str, str]]:
+        """Each request to Google's APIs as (method id, path), in order; the upload of the
+        source, which has no method id, as ("storage upload", its path)."""
+        return [(call.method_id or "storage upload", call.path) for call in self.api_calls]
+
+    def keep_requests(self, name: str) -> Path:
+        """Write seen() to test-artifacts/requests-NAME.txt, one tab-separated request a line,
+        for a reader (or a closing note) to see what Google would have received."""
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"requests-{name}.txt"
+        path.write_text("".join(f"{method}\t{url}\n" for method, url in self.seen()))
+        return path
 
 
 class Cloud:
@@ -240,6 +266,26 @@ class Cloud:
     def close(self) -> None:
         """Stop the stand-in."""
         self.standin.stop()
+
+
+class Clouds:
+    """The projects a test module deploys to, each on a stand-in of its own, all stopped by
+    close(); a module-scoped fixture holds one (tests/test_deploy_budget.py)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.started: list[Cloud] = []
+
+    def new(self, name: str, project: str, **options: Any) -> Cloud:
+        """A fresh project with its own gcloud configuration, in a folder called name."""
+        cloud = Cloud(self.factory.mktemp(name), project, **options)
+        self.started.append(cloud)
+        return cloud
+
+    def close(self) -> None:
+        """Stop every stand-in started here."""
+        for cloud in self.started:
+            cloud.close()
 
 
 def tls_context(ca_file: Path) -> ssl.SSLContext:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloud_standin import BILLING_ACCOUNT, BILLING_CURRENCY, COMPUTE_ACCOUNT, OWNER
+from cloud_standin import BILLING_ACCOUNT, BILLING_CURRENCY, COMPUTE_ACCOUNT, OWNER, PUBSUB_AGENT
 from conftest import SITE, function_source
 from counter import config, unique_visitors
 from counter.config import Settings
@@ -53,6 +53,9 @@ PYTHON3 = os.path.realpath(sys.executable)
 # The second project: every setting changed, the project taken from gcloud's config, --gateway.
 CUSTOM_PROJECT = "config-project"
 CUSTOM_ACCOUNT = f"counter-runtime@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
+# The accounts --gateway and --budget make for the gateway and the budget's guard.
+CUSTOM_GATEWAY_ACCOUNT = f"visit-counter-gateway@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
+CUSTOM_GUARD_ACCOUNT = f"visit-counter-guard@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
 CUSTOM_SETTINGS = {
     "REGION": "europe-west1",
     "FUNCTION_NAME": "counter",
@@ -585,7 +588,7 @@ def test_help_documents_every_setting(idle_cloud: Cloud) -> None:
 
 
 def test_settings_from_the_environment_reach_google(custom: Run) -> None:
-    [create] = custom.requests("cloudfunctions.projects.locations.functions.create")
+    [create] = custom.function_requests("create", "counter")  # --budget deploys a guard too
     location = f"projects/{CUSTOM_PROJECT}/locations/europe-west1"
 
     assert create.body["name"] == f"{location}/functions/counter"
@@ -608,7 +611,7 @@ def test_settings_from_the_environment_reach_google(custom: Run) -> None:
 
 
 def test_every_setting_the_function_reads_is_passed_on_whole(custom: Run) -> None:
-    [create] = custom.requests("cloudfunctions.projects.locations.functions.create")
+    [create] = custom.function_requests("create", "counter")
 
     assert create.body["serviceConfig"]["environmentVariables"] == {
         "GOOGLE_CLOUD_PROJECT": CUSTOM_PROJECT,
@@ -627,8 +630,18 @@ def test_project_comes_from_gcloud_config_when_not_set(custom: Run) -> None:
 
 
 def test_service_account_made_by_hand_is_used_as_it_is(custom: Run) -> None:
-    assert custom.requests("iam.projects.serviceAccounts.create") == []
-    assert [call.status for call in custom.requests("iam.projects.serviceAccounts.get")] == [200]
+    created = [
+        call.body["accountId"] for call in custom.requests("iam.projects.serviceAccounts.create")
+    ]
+    looked_up = [
+        call.status
+        for call in custom.requests("iam.projects.serviceAccounts.get")
+        if call.path.endswith(CUSTOM_ACCOUNT)
+    ]
+
+    # Only the gateway's and the guard's accounts are new (--gateway, --budget).
+    assert created == ["visit-counter-gateway", "visit-counter-guard"]
+    assert looked_up == [200]
 
 
 def test_gateway_serves_the_function_url(custom_cloud: Cloud, custom: Run) -> None:
@@ -639,7 +652,8 @@ def test_gateway_serves_the_function_url(custom_cloud: Cloud, custom: Run) -> No
     assert api.query == {"apiId": "counter"}
     [config] = custom.requests("apigateway.projects.locations.apis.configs.create")
     assert re.fullmatch(r"counter-\d{8}-\d{6}", config.query["apiConfigId"])
-    assert config.body["gatewayServiceAccount"] == CUSTOM_ACCOUNT
+    # The gateway's own account, which may only invoke the function (tests/test_deploy_gateway.py).
+    assert config.body["gatewayServiceAccount"] == CUSTOM_GATEWAY_ACCOUNT
     [document] = config.body["openapiDocuments"]
     spec = yaml.safe_load(base64.urlsafe_b64decode(document["document"]["contents"]))
     assert spec["x-google-backend"]["address"] == custom_cloud.standin.function_url
@@ -659,8 +673,8 @@ def test_second_run_creates_nothing_but_a_gateway_config(
     assert custom_again.created == [f"apigateway {config_name}"]  # a config is immutable
     [update] = custom_again.requests("apigateway.projects.locations.gateways.patch")
     assert update.body["apiConfig"] == config_name
-    [patch] = custom_again.requests("cloudfunctions.projects.locations.functions.patch")
-    [create] = custom.requests("cloudfunctions.projects.locations.functions.create")
+    [patch] = custom_again.function_requests("patch", "counter")
+    [create] = custom.function_requests("create", "counter")
     assert patch.body["serviceConfig"] == create.body["serviceConfig"]
 
 
@@ -674,10 +688,21 @@ def test_second_run_changes_no_access(custom_cloud: Cloud, custom: Run, custom_a
     assert bindings == {
         f"projects/{CUSTOM_PROJECT}": [
             {"role": "roles/owner", "members": [OWNER]},
+            # Granted by Google itself as Pub/Sub is enabled (--budget), not by deploy.sh.
+            {"role": "roles/pubsub.serviceAgent", "members": [PUBSUB_AGENT]},
             {"role": "roles/datastore.user", "members": [f"serviceAccount:{CUSTOM_ACCOUNT}"]},
         ],
+        # --gateway: the gateway alone may invoke it; --budget: the guard may change that.
         f"projects/{CUSTOM_PROJECT}/locations/europe-west1/services/counter": [
-            {"role": "roles/run.invoker", "members": ["allUsers"]}
+            {"role": "roles/run.invoker", "members": [f"serviceAccount:{CUSTOM_GATEWAY_ACCOUNT}"]},
+            {
+                "role": f"projects/{CUSTOM_PROJECT}/roles/visitCounterGuard",
+                "members": [f"serviceAccount:{CUSTOM_GUARD_ACCOUNT}"],
+            },
+        ],
+        # The guard's trigger delivers as the guard's account.
+        f"projects/{CUSTOM_PROJECT}/locations/europe-west1/services/counter-guard": [
+            {"role": "roles/run.invoker", "members": [f"serviceAccount:{CUSTOM_GUARD_ACCOUNT}"]}
         ],
     }
 
@@ -770,7 +795,12 @@ def test_budget_alerts_on_this_projects_spend(custom: Run) -> None:
             {"thresholdPercent": 0.9},
             {"thresholdPercent": 1.0},
         ],
-        "notificationsRule": {"disableDefaultIamRecipients": False},
+        # The emails as before, and the guard's topic (tests/test_deploy_budget.py).
+        "notificationsRule": {
+            "disableDefaultIamRecipients": False,
+            "pubsubTopic": f"projects/{CUSTOM_PROJECT}/topics/counter-budget",
+            "schemaVersion": "1.0",
+        },
     }
     assert f'Budget "Visit counter ({CUSTOM_PROJECT})": {BUDGET} {BILLING_CURRENCY} a month' in (
         custom.result.stdout
@@ -799,7 +829,11 @@ def test_budget_without_a_billing_account_says_so_and_deploys(
 
 def test_dry_run_plans_the_budget_a_real_run_makes(idle_cloud: Cloud, custom: Run) -> None:
     dry_run = idle_cloud.deploy(
-        f"--budget={BUDGET}", "--dry-run", f"--project={CUSTOM_PROJECT}", ALLOWED_ORIGINS=ORIGINS
+        f"--budget={BUDGET}",
+        "--dry-run",
+        f"--project={CUSTOM_PROJECT}",
+        ALLOWED_ORIGINS=ORIGINS,
+        FUNCTION_NAME=CUSTOM_SETTINGS["FUNCTION_NAME"],  # which names the budget's topic
     )
 
     assert dry_run.result.returncode == 0, dry_run.result.stderr
@@ -807,12 +841,14 @@ def test_dry_run_plans_the_budget_a_real_run_makes(idle_cloud: Cloud, custom: Ru
     stdout = dry_run.result.stdout.replace(
         "BILLING_ACCOUNT_ID", BILLING_ACCOUNT.removeprefix("billingAccounts/")
     ).replace(f"{BUDGET}CURRENCY", f"{BUDGET}{BILLING_CURRENCY}")
-    planned = [call for call in plan(stdout) if call[1] == "billing"]
-    assert planned == [["gcloud", *call] for call in custom.commands if call[0] == "billing"]
-    assert [command(call[1:]) for call in planned] == [
+    planned = [call for call in plan(stdout) if call[1] == "billing"]  # reads, then creates
+    done = [["gcloud", *call] for call in custom.commands if call[0] == "billing"]
+    assert sorted(planned) == sorted(done)
+    assert [command(call[1:]) for call in done] == [
         f"billing projects describe {CUSTOM_PROJECT}",
         "billing accounts describe 01A2B3-C4D5E6-F7A8B9",
         "billing budgets list",
         "billing budgets create",
+        "billing budgets list",  # again, for the new budget's id, which the guard checks
     ]
     assert (dry_run.commands, dry_run.calls) == ([], [])
