@@ -50,12 +50,12 @@
 #   RUNTIME               a Python 3 runtime of Cloud Functions [python312]
 #   MAX_INSTANCES         the cost ceiling: at most this many instances ever run [3]
 #   CPU                   vCPUs per instance; a new instance starts about 6x faster with 1
-#                         than with the 0.167 that 256Mi alone gets (README, Benchmark) [1]
+#                         than with the 0.167 that 256Mi alone gets (docs/benchmark.md) [1]
 #   MEMORY                per instance [512Mi]
 #   CONCURRENCY           requests per instance at once (more than 1 needs CPU of at least
 #                         1); also the function's THREADS [8]
 #   MIN_INSTANCES         instances kept warm: no cold start, but each is billed while idle,
-#                         about $10 a month at 1 CPU and 512Mi (README: what it costs) [0]
+#                         about $10 a month at 1 CPU and 512Mi (docs/cost.md) [0]
 #   SERVICE_ACCOUNT_NAME  the function's own service account, created here [visit-counter]
 #   DATASTORE_DATABASE    the Firestore database, in Datastore mode [(default)]
 #   FIRESTORE_LOCATION    where to create that database if it does not exist [REGION]
@@ -84,7 +84,7 @@
 # set) it also hands the URL to later steps as the step output `url`.
 # Needs python3 (3.9 or later), even for --dry-run: it reads the function's settings with it.
 #
-# The function's own settings come from counter/config.py (README: Configuration), and --help
+# The function's own settings come from counter/config.py (docs/configuration.md), and --help
 # lists them last. Each is passed on when set, in the environment or else in
 # REPOSITORY_VARIABLES; left unset, it gets its deployed default, shown in brackets, or else the
 # function's own default:
@@ -142,8 +142,8 @@ GITHUB_DEPLOY_REF=refs/heads/main
 # The budget's alerts, as fractions of its amount.
 BUDGET_THRESHOLDS=(0.5 0.9 1.0)
 # Unique-visitor markers and daily salts carry an expiry time; TTL policies on it delete them,
-# which is what keeps old visitor hashes unlinkable (README, "Who is counted"). counter/store.py
-# names the kinds and the property.
+# which is what keeps old visitor hashes unlinkable (docs/privacy.md).
+# counter/unique_visitors.py names the kinds and the property.
 TTL_KINDS=(VisitMarker VisitorSalt)
 TTL_PROPERTY=expire_at
 # The delimiter of --set-env-vars (see `gcloud topic escaping`): origins hold commas.
@@ -573,7 +573,7 @@ setup_github() {
     ensure_provider
     ensure_service_account "$DEPLOYER_NAME" "GitHub deployer of $FUNCTION_NAME" \
         "Deploys the $FUNCTION_NAME function from GitHub Actions; nothing else"
-    # Deploy and read functions and their builds: no IAM, no data, no setup (README lists why).
+    # Deploy and read functions and their builds: no IAM, no data, no setup (docs/deploy.md lists why).
     with_retries run gcloud projects add-iam-policy-binding "$PROJECT" \
         --member="serviceAccount:$GITHUB_DEPLOYER" --role=roles/cloudfunctions.developer \
         --condition=None --format=none
