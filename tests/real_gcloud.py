@@ -287,6 +287,27 @@ class Clouds:
         for cloud in self.started:
             cloud.close()
 
+    def __enter__(self) -> Clouds:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+CHANGED_DEPLOY_SETTINGS = {
+    "REGION": "europe-west1",
+    "FUNCTION_NAME": "counter",
+    "RUNTIME": "python311",
+    "MAX_INSTANCES": "5",
+    "MIN_INSTANCES": "1",
+    "CPU": "2",
+    "MEMORY": "1Gi",
+    "CONCURRENCY": "1",
+    "SERVICE_ACCOUNT_NAME": "counter-runtime",
+    "DATASTORE_DATABASE": "visits",
+}
+"""deploy.sh's own settings that a --deploy-only run reads, each changed from its default."""
+
 
 def tls_context(ca_file: Path) -> ssl.SSLContext:
     """A server context for the TLS_ONLY APIs' hosts, signed by a throwaway CA written to

@@ -26,6 +26,7 @@ from conftest import SITE, function_source
 from counter import config, unique_visitors
 from counter.config import Settings
 from real_gcloud import (
+    CHANGED_DEPLOY_SETTINGS,
     GCLOUD,
     READ_ONLY_CHECKS,
     Cloud,
@@ -56,19 +57,7 @@ CUSTOM_ACCOUNT = f"counter-runtime@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
 # The accounts --gateway and --budget make for the gateway and the budget's guard.
 CUSTOM_GATEWAY_ACCOUNT = f"visit-counter-gateway@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
 CUSTOM_GUARD_ACCOUNT = f"visit-counter-guard@{CUSTOM_PROJECT}.iam.gserviceaccount.com"
-CUSTOM_SETTINGS = {
-    "REGION": "europe-west1",
-    "FUNCTION_NAME": "counter",
-    "RUNTIME": "python311",
-    "MAX_INSTANCES": "5",
-    "MIN_INSTANCES": "1",
-    "CPU": "2",
-    "MEMORY": "1Gi",
-    "CONCURRENCY": "1",
-    "SERVICE_ACCOUNT_NAME": "counter-runtime",
-    "DATASTORE_DATABASE": "visits",
-    "FIRESTORE_LOCATION": "eur3",
-}
+CUSTOM_SETTINGS = {**CHANGED_DEPLOY_SETTINGS, "FIRESTORE_LOCATION": "eur3"}
 # The function's settings that a deployment turns on unless they are set.
 DEPLOYED_DEFAULTS = {"UNIQUE_WINDOW_SECONDS": "1800", "DAILY_WRITE_LIMIT": "10000"}
 BUDGET = "25"

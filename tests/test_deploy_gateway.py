@@ -84,9 +84,8 @@ def gateway_closed_reopened(cloud: Cloud) -> dict[str, Step]:
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clouds]:
     """Every stand-in this module starts, stopped at its end."""
-    started = Clouds(tmp_path_factory)
-    yield started
-    started.close()
+    with Clouds(tmp_path_factory) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

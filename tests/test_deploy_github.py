@@ -29,6 +29,7 @@ from cloud_standin import OWNER, PROJECT_NUMBER, deployed_function
 from conftest import SITE
 from counter import config
 from real_gcloud import (
+    CHANGED_DEPLOY_SETTINGS,
     GCLOUD,
     Cloud,
     Run,
@@ -69,18 +70,7 @@ ACCESS_VARIABLES = {
 # Set by hand as a repository variable, as the README asks when ALLOWED_PAGES is set.
 SMOKE_PAGE = f"/blog/smoke-{uuid.uuid4().hex[:8]}"
 # deploy.sh's own settings that a --deploy-only run reads, each changed.
-DEPLOY_SETTINGS = {
-    "REGION": "europe-west1",
-    "FUNCTION_NAME": "counter",
-    "RUNTIME": "python311",
-    "MAX_INSTANCES": "5",
-    "MIN_INSTANCES": "1",
-    "CPU": "2",
-    "MEMORY": "1Gi",
-    "CONCURRENCY": "1",
-    "SERVICE_ACCOUNT_NAME": "counter-runtime",
-    "DATASTORE_DATABASE": "visits",
-}
+DEPLOY_SETTINGS = CHANGED_DEPLOY_SETTINGS
 # What roles/cloudfunctions.developer lets the deployer do (with actAs on the runtime account).
 DEPLOYER_MAY = {"functions describe", "functions deploy"}
 # The requests that set up GitHub's access, in the order a first run sends them.
